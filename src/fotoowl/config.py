@@ -1,0 +1,173 @@
+"""Typed settings, read once from `FOTOOWL_*` environment variables and validated at start."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+PREFIX = "FOTOOWL_"
+DEFAULT_DRIVE_API_URL = "https://www.googleapis.com/drive/v3"
+
+
+class ConfigError(ValueError):
+    """A setting has a value fotoowl cannot use; the message names the variable."""
+
+
+class Secret:
+    """A string that never shows itself in `repr`, `str` or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Empty URLs mean "not configured": `fotoowl dev` then starts embedded servers.
+    database_url: str = ""
+    redis_url: str = ""
+    storage: Literal["s3", "file"] = "s3"
+    s3_endpoint_url: str = ""
+    s3_bucket: str = "fotoowl"
+    s3_prefix: str = "images/"
+    s3_region: str = "us-east-1"
+    aws_access_key_id: str = ""
+    aws_secret_access_key: Secret = field(default_factory=lambda: Secret(""))
+    file_root: Path = Path(".fotoowl/files")
+    google_api_key: Secret = field(default_factory=lambda: Secret(""))
+    drive_api_url: str = DEFAULT_DRIVE_API_URL
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_token: Secret = field(default_factory=lambda: Secret(""))
+    data_dir: Path = Path(".fotoowl")
+    # Pipeline tuning.
+    files_in_flight: int = 16
+    part_size_bytes: int = 8 * 1024 * 1024
+    chunk_size_bytes: int = 1024 * 1024
+    batch_size: int = 200
+    lease_s: int = 300
+    max_attempts: int = 3
+    drive_rate_per_s: float = 50.0
+    drive_burst: int = 100
+    drive_read_timeout_s: float = 60.0
+    job_timeout_s: int = 3600
+    embedded_workers: bool = True
+    thumbnail_px: int = 320
+    db_pool_size: int = 10
+    log_format: Literal["auto", "json", "text"] = "auto"
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None and f.name == "google_api_key":
+                raw = env.get("GOOGLE_API_KEY")
+            if raw is None and f.name in ("aws_access_key_id", "aws_secret_access_key"):
+                raw = env.get(f.name.upper())
+            if raw is None and f.name == "s3_region":
+                raw = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+            if raw is None:
+                continue
+            values[f.name] = _parse(f, raw.strip())
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        settings = dataclasses.replace(self, **changes)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.storage not in ("s3", "file"):
+            raise ConfigError(f"{PREFIX}STORAGE must be 's3' or 'file', not {self.storage!r}")
+        for name, schemes in (
+            ("database_url", ("postgres", "postgresql")),
+            ("redis_url", ("redis", "rediss", "unix")),
+            ("s3_endpoint_url", ("http", "https")),
+            ("drive_api_url", ("http", "https")),
+        ):
+            value = getattr(self, name)
+            if value and urlsplit(value).scheme not in schemes:
+                raise ConfigError(
+                    f"{PREFIX}{name.upper()} must be a URL starting with "
+                    f"{' or '.join(s + '://' for s in schemes)}, got {_redact_url(value)!r}"
+                )
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"{PREFIX}PORT must be between 1 and 65535, not {self.port}")
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ConfigError(f"{PREFIX}S3_BUCKET must be set when {PREFIX}STORAGE is 's3'")
+        # S3 rejects parts under 5 MiB (except the last); 8 MiB keeps us clear of the limit.
+        if self.part_size_bytes < 5 * 1024 * 1024:
+            raise ConfigError(f"{PREFIX}PART_SIZE_BYTES must be at least 5 MiB (5242880)")
+        for name in ("files_in_flight", "chunk_size_bytes", "batch_size", "lease_s", "max_attempts",
+                     "drive_burst", "job_timeout_s", "db_pool_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
+        if self.drive_rate_per_s <= 0:
+            raise ConfigError(f"{PREFIX}DRIVE_RATE_PER_S must be greater than 0")
+        if self.log_format not in ("auto", "json", "text"):
+            raise ConfigError(f"{PREFIX}LOG_FORMAT must be auto, json or text")
+
+    @property
+    def s3_prefix_normalised(self) -> str:
+        prefix = self.s3_prefix.strip("/")
+        return prefix + "/" if prefix else ""
+
+
+def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
+    name = PREFIX + f.name.upper()
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            lowered = raw.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if kind == "Path":
+            return Path(raw)
+        if kind == "Secret":
+            return Secret(raw)
+    except ValueError:
+        raise ConfigError(f"{name} has an invalid value for a {kind}: {raw!r}") from None
+    return raw
+
+
+def _redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(parts.password, "****", 1)
+    return url

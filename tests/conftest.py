@@ -1,0 +1,166 @@
+"""Real servers for the whole test session, and per-test isolation on top of them.
+
+PostgreSQL, Redis and S3 are the embedded launchers of `fotoowl dev` started once per session on
+free loopback ports, unless FOTOOWL_TEST_DATABASE_URL / FOTOOWL_TEST_REDIS_URL /
+FOTOOWL_TEST_S3_ENDPOINT_URL name servers to use instead. Each test gets its own database (a copy
+of a migrated template), a flushed Redis database and its own key prefix in the bucket.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from fotoowl import embedded
+from fotoowl.config import Secret, Settings
+from fotoowl.db import migrate_url
+from fotoowl.storage import Storage, ensure_bucket, open_storage
+
+TEST_BUCKET = "fotoowl-test"
+
+
+@dataclass(frozen=True)
+class TestServers:
+    pg_admin_url: str
+    template_db: str
+    redis_url: str
+    s3_endpoint_url: str
+    aws_access_key_id: str
+    aws_secret_access_key: str
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+@pytest.fixture(scope="session")
+def tmp_root() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="fotoowl-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_root: Path) -> Iterator[TestServers]:
+    started: list[embedded.Server] = []
+    try:
+        pg_url = os.environ.get("FOTOOWL_TEST_DATABASE_URL")
+        if not pg_url:
+            server = embedded.start_postgres(tmp_root / "pg", durable=False, database="postgres")
+            started.append(server)
+            pg_url = server.extra["admin_url"]
+        redis_url = os.environ.get("FOTOOWL_TEST_REDIS_URL")
+        if not redis_url:
+            server = embedded.start_valkey(tmp_root / "valkey", durable=False)
+            started.append(server)
+            redis_url = server.url
+        s3_url = os.environ.get("FOTOOWL_TEST_S3_ENDPOINT_URL")
+        key_id = os.environ.get("AWS_ACCESS_KEY_ID", "fotoowl-test")
+        secret = os.environ.get("AWS_SECRET_ACCESS_KEY", "fotoowl-test-secret")
+        if not s3_url:
+            server = embedded.start_seaweedfs(tmp_root / "s3", bucket=TEST_BUCKET, access_key_id=key_id,
+                                              secret_access_key=secret)
+            started.append(server)
+            s3_url = server.url
+        template = f"fotoowl_tpl_{os.getpid()}"
+        _run(_create_template(pg_url, template))
+        yield TestServers(pg_url, template, redis_url, s3_url, key_id, secret)
+        _run(_drop_database(pg_url, template))
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+def _run(coro: object) -> None:
+    import asyncio
+
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+async def _create_template(admin_url: str, template: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{template}"')
+        await conn.execute(f'CREATE DATABASE "{template}"')
+    finally:
+        await conn.close()
+    await migrate_url(_with_database(admin_url, template))
+
+
+async def _drop_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def database_url(servers: TestServers) -> AsyncIterator[str]:
+    name = f"fotoowl_t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(servers.pg_admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{servers.template_db}"')
+    finally:
+        await conn.close()
+    yield _with_database(servers.pg_admin_url, name)
+    await _drop_database(servers.pg_admin_url, name)
+
+
+@pytest.fixture
+async def redis_url(servers: TestServers) -> AsyncIterator[str]:
+    client = aioredis.from_url(servers.redis_url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+    yield servers.redis_url
+
+
+@pytest.fixture
+def s3_prefix() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}/"
+
+
+@pytest.fixture
+def base_settings(servers: TestServers, s3_prefix: str, tmp_path: Path) -> Settings:
+    """Settings pointing at the session's servers, without a database or Redis of the test's own."""
+    return Settings(
+        storage="s3",
+        s3_endpoint_url=servers.s3_endpoint_url,
+        s3_bucket=TEST_BUCKET,
+        s3_prefix=s3_prefix,
+        aws_access_key_id=servers.aws_access_key_id,
+        aws_secret_access_key=Secret(servers.aws_secret_access_key),
+        file_root=tmp_path / "files",
+        data_dir=tmp_path / "data",
+        google_api_key=Secret("test-key"),
+        lease_s=30,
+        files_in_flight=8,
+        batch_size=50,
+        db_pool_size=5,
+    )
+
+
+@pytest.fixture
+async def settings(base_settings: Settings, database_url: str, redis_url: str) -> Settings:
+    settings = base_settings.replace(database_url=database_url, redis_url=redis_url)
+    await ensure_bucket(settings)
+    return settings
+
+
+@pytest.fixture
+async def storage(settings: Settings) -> AsyncIterator[Storage]:
+    async with open_storage(settings) as storage:
+        yield storage
