@@ -25,6 +25,9 @@ CREATE TABLE imports (
     started_at        timestamptz,
     listed_at         timestamptz,
     finished_at       timestamptz,
+    -- Touched by the listing job after every page: a stale one means its worker died.
+    heartbeat_at      timestamptz,
+    list_attempts     integer     NOT NULL DEFAULT 0,
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX imports_status_idx ON imports (status) WHERE status IN ('queued', 'listing', 'running');

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -147,6 +148,7 @@ def base_settings(servers: TestServers, s3_prefix: str, tmp_path: Path) -> Setti
         data_dir=tmp_path / "data",
         google_api_key=Secret("test-key"),
         lease_s=30,
+        retry_backoff_s=0.2,
         files_in_flight=8,
         batch_size=50,
         db_pool_size=5,
@@ -164,3 +166,53 @@ async def settings(base_settings: Settings, database_url: str, redis_url: str) -
 async def storage(settings: Settings) -> AsyncIterator[Storage]:
     async with open_storage(settings) as storage:
         yield storage
+
+
+# --- the Drive emulator and the app ---------------------------------------------------------------
+
+TEST_API_KEY = "test-key"
+
+
+@dataclass
+class RunningEmulator:
+    emu: Any
+    api_url: str
+
+
+@pytest.fixture
+async def drive() -> AsyncIterator[RunningEmulator]:
+    """A fresh, empty Drive emulator on a free port; tests build their folder tree on `drive.emu`."""
+    from fotoowl.testing.drive_emulator import DriveEmulator, start_emulator
+
+    emu = DriveEmulator(api_keys={TEST_API_KEY}, seed=1)
+    runner, api_url = await start_emulator(emu)
+    yield RunningEmulator(emu, api_url)
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def app_settings(settings: Settings, drive: RunningEmulator) -> Settings:
+    return settings.replace(drive_api_url=drive.api_url, google_api_key=Secret(TEST_API_KEY))
+
+
+@pytest.fixture
+async def client(app_settings: Settings, aiohttp_client: Any) -> Any:
+    """The whole app (API, pages, embedded worker) on real servers and the emulator."""
+    from fotoowl.web.app import create_app
+
+    return await aiohttp_client(create_app(app_settings))
+
+
+async def wait_for_import(client: Any, import_id: int, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Poll the API until the import finishes; returns its JSON."""
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        resp = await client.get(f"/imports/{import_id}")
+        body: dict[str, Any] = await resp.json()
+        if body["status"] in ("completed", "completed_with_errors", "failed", "cancelled"):
+            return body
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"import {import_id} did not finish in {timeout_s} s: {body}")
+        await asyncio.sleep(0.2)

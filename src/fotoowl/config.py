@@ -70,11 +70,15 @@ class Settings:
     batch_size: int = 200
     lease_s: int = 300
     max_attempts: int = 3
+    retry_backoff_s: float = 2.0
     drive_rate_per_s: float = 50.0
     drive_burst: int = 100
     drive_read_timeout_s: float = 60.0
     job_timeout_s: int = 3600
     embedded_workers: bool = True
+    # Image downloads answer with a redirect to a short-lived presigned S3 URL instead of streaming
+    # through the app (only when browsers can reach the S3 endpoint).
+    presign_downloads: bool = False
     thumbnail_px: int = 320
     db_pool_size: int = 10
     log_format: Literal["auto", "json", "text"] = "auto"
@@ -131,6 +135,8 @@ class Settings:
                      "drive_burst", "job_timeout_s", "db_pool_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
+        if self.retry_backoff_s < 0:
+            raise ConfigError(f"{PREFIX}RETRY_BACKOFF_S must not be negative")
         if self.drive_rate_per_s <= 0:
             raise ConfigError(f"{PREFIX}DRIVE_RATE_PER_S must be greater than 0")
         if self.log_format not in ("auto", "json", "text"):

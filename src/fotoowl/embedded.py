@@ -67,17 +67,22 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _name(proc: subprocess.Popen[bytes]) -> str:
+    args = proc.args
+    return Path(str(args[0] if isinstance(args, list) else args)).name
+
+
 def _wait_tcp(port: int, timeout_s: float, proc: subprocess.Popen[bytes], log_path: Path) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise EmbeddedError(f"{proc.args[0]} exited with {proc.returncode}:\n{_tail(log_path)}")
+            raise EmbeddedError(f"{_name(proc)} exited with {proc.returncode}:\n{_tail(log_path)}")
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.settimeout(0.5)
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.05)
-    raise EmbeddedError(f"{proc.args[0]} did not listen on port {port} in {timeout_s} s:\n{_tail(log_path)}")
+    raise EmbeddedError(f"{_name(proc)} did not listen on port {port} in {timeout_s} s:\n{_tail(log_path)}")
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -313,7 +318,7 @@ def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes], log_pa
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise EmbeddedError(f"{proc.args[0]} exited with {proc.returncode}:\n{_tail(log_path)}")
+            raise EmbeddedError(f"{_name(proc)} exited with {proc.returncode}:\n{_tail(log_path)}")
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return

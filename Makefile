@@ -1,0 +1,63 @@
+# Everything installs into .venv; a fresh machine needs only python3 (3.11+) and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+HTMX := static/vendor/htmx.min.js
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-system lint fmt bench bench-quick browser clean
+
+install: $(STAMP) $(HTMX)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("fotoowl needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[embedded,test,dev]'
+	touch $(STAMP)
+
+# htmx from npm into a git-ignored folder; the pages work without it (plain forms and links).
+$(HTMX):
+	@mkdir -p static/vendor
+	@if command -v npm >/dev/null 2>&1; then \
+		npm install --silent --no-audit --no-fund --prefix .cache/npm htmx.org@2 >/dev/null 2>&1 \
+		&& cp .cache/npm/node_modules/htmx.org/dist/htmx.min.js $(HTMX) \
+		|| echo "htmx could not be installed; pages fall back to full reloads"; \
+	else echo "npm not found; pages fall back to full reloads"; fi
+
+run: install
+	$(BIN)/fotoowl dev
+
+# Debian's Chromium for the browser test, where it is missing and we may install it.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 \
+		&& apt-get install -y -qq chromium >/dev/null 2>&1)) \
+		|| echo "chromium is not installed; the browser test will be skipped"; }
+
+test: install browser
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The same suite against already running PostgreSQL and Redis (the machine's own, or managed ones).
+test-system: install
+	FOTOOWL_TEST_DATABASE_URL=$${FOTOOWL_TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres} \
+	FOTOOWL_TEST_REDIS_URL=$${FOTOOWL_TEST_REDIS_URL:-redis://127.0.0.1:6379/1} \
+	$(BIN)/pytest -m "not browser" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+fmt: install
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
+
+bench: install
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-quick: install
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .cache static/vendor .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,664 @@
+"""The import pipeline: list a Drive folder into item rows, copy each file into storage, finalise.
+
+Every step is safe to run twice (arq delivers at least once) and safe to die in the middle of:
+items are claimed with a lease, object keys are derived from Drive ids, and an item becomes
+`done` in the same transaction that writes its image row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+import random
+import re
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import asyncpg
+from arq import ArqRedis
+from botocore.exceptions import BotoCoreError, ClientError
+
+from fotoowl.config import Settings
+from fotoowl.drive import (
+    DriveClient,
+    DriveConfigError,
+    DriveError,
+    DriveFile,
+    FolderNotAccessible,
+    FolderRef,
+    SkippedFile,
+)
+from fotoowl.metrics import BYTES_TRANSFERRED, FILES, TRANSFER_SECONDS
+from fotoowl.storage import ChecksumMismatch, Storage
+from fotoowl.thumbnails import make_thumbnail
+
+log = logging.getLogger("fotoowl.importer")
+
+SOURCE = "google_drive"
+ACTIVE = ("queued", "listing", "running")
+FINISHED = ("completed", "completed_with_errors", "failed", "cancelled")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+_THUMBNAIL_MAX_SOURCE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class Deps:
+    """What the pipeline needs, owned by the process (worker start-up or the web app)."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    redis: ArqRedis
+    storage: Storage
+    drive: DriveClient
+    # Bounds files in flight for the whole process, across all jobs.
+    semaphore: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.semaphore = asyncio.Semaphore(self.settings.files_in_flight)
+
+
+# --- keys ---------------------------------------------------------------------------------------
+
+def object_key(settings: Settings, file_id: str, mime_type: str) -> str:
+    """Derived from the Drive id, never from the file name: no traversal, no same-name collisions."""
+    safe_id = file_id if _SAFE_ID.match(file_id) else uuid.uuid5(uuid.NAMESPACE_URL, file_id).hex
+    ext = _extension(mime_type)
+    return f"{settings.s3_prefix_normalised}{SOURCE}/{safe_id}{ext}"
+
+
+def thumbnail_key(settings: Settings, file_id: str) -> str:
+    safe_id = file_id if _SAFE_ID.match(file_id) else uuid.uuid5(uuid.NAMESPACE_URL, file_id).hex
+    return f"{settings.s3_prefix_normalised}thumbnails/{SOURCE}/{safe_id}.webp"
+
+
+def _extension(mime_type: str) -> str:
+    special = {"image/jpeg": ".jpg", "image/heic": ".heic", "image/heif": ".heif", "image/webp": ".webp"}
+    ext = special.get(mime_type) or mimetypes.guess_extension(mime_type) or ""
+    return ext if re.fullmatch(r"\.[a-z0-9]{1,8}", ext) else ""
+
+
+# --- creating and controlling imports ------------------------------------------------------------
+
+async def create_import(pool: asyncpg.Pool, redis: ArqRedis, ref: FolderRef, folder_url: str, *,
+                        recursive: bool = True) -> asyncpg.Record:
+    row = await pool.fetchrow(
+        """INSERT INTO imports (folder_id, folder_url, resource_key, recursive)
+           VALUES ($1, $2, $3, $4) RETURNING *""",
+        ref.folder_id, folder_url, ref.resource_key, recursive,
+    )
+    assert row is not None
+    await enqueue_listing(redis, row["id"], attempt=0)
+    return row
+
+
+async def enqueue_listing(redis: ArqRedis, import_id: int, *, attempt: int) -> None:
+    await redis.enqueue_job("list_import", import_id, _job_id=f"list:{import_id}:{attempt}")
+
+
+async def enqueue_transfers(redis: ArqRedis, import_id: int, tag: str, count: int = 1) -> None:
+    for n in range(count):
+        await redis.enqueue_job("transfer_import", import_id, _job_id=f"transfer:{import_id}:{tag}:{n}")
+
+
+async def cancel_import(pool: asyncpg.Pool, import_id: int) -> tuple[str | None, bool]:
+    """Stop an import; returns (its status after the call or None if missing, whether this call stopped it).
+
+    Running transfers notice within a second and abort their uploads.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        status = await conn.fetchval("SELECT status FROM imports WHERE id = $1 FOR UPDATE", import_id)
+        if status is None or status not in ACTIVE:
+            return status, False
+        await conn.execute(
+            """UPDATE import_items SET status = 'cancelled', error_code = 'cancelled',
+                      error_message = 'the import was cancelled', updated_at = now()
+               WHERE import_id = $1 AND status = 'pending'""",
+            import_id,
+        )
+        await conn.execute(
+            """UPDATE imports SET status = 'cancelled', finished_at = now(), updated_at = now(),
+                      error_code = 'cancelled', error_message = 'Cancelled by request.'
+               WHERE id = $1""",
+            import_id,
+        )
+    log.info("import cancelled", extra={"import_id": import_id})
+    return "cancelled", True
+
+
+async def retry_failed(pool: asyncpg.Pool, redis: ArqRedis, import_id: int) -> int | None:
+    """Put failed items back to pending and queue transfers; returns how many, None if no import."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow("SELECT status FROM imports WHERE id = $1 FOR UPDATE", import_id)
+        if row is None:
+            return None
+        if row["status"] not in ("running", "completed_with_errors", "listing"):
+            return 0
+        count = await conn.fetchval(
+            """WITH r AS (
+                   UPDATE import_items SET status = 'pending', attempts = 0, not_before = NULL,
+                          error_code = NULL, error_message = NULL, updated_at = now()
+                   WHERE import_id = $1 AND status = 'failed' RETURNING 1)
+               SELECT count(*) FROM r""",
+            import_id,
+        )
+        if count:
+            await conn.execute(
+                """UPDATE imports SET failed_count = failed_count - $2, finished_at = NULL,
+                          status = CASE WHEN status = 'listing' THEN 'listing' ELSE 'running' END,
+                          updated_at = now()
+                   WHERE id = $1""",
+                import_id, count,
+            )
+    if count:
+        await enqueue_transfers(redis, import_id, f"retry-{uuid.uuid4().hex[:8]}", _lanes(count, 50))
+    return int(count)
+
+
+def _lanes(pending: int, batch_size: int) -> int:
+    return max(1, min(64, -(-pending // batch_size)))
+
+
+# --- listing --------------------------------------------------------------------------------------
+
+_INSERT_ITEMS = """
+WITH input AS (
+    SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
+                         $8::text[], $9::int[], $10::int[], $11::text[], $12::text[], $13::text[],
+                         $14::timestamptz[], $15::timestamptz[], $16::text[], $17::text[])
+        AS t(file_id, resource_key, name, folder_path, mime_type, size_bytes, md5, width, height,
+             taken_time, camera_make, camera_model, created, modified, skip_code, skip_message)
+), ins AS (
+    INSERT INTO import_items (import_id, file_id, resource_key, name, folder_path, mime_type, size_bytes,
+                              md5, width, height, taken_time, camera_make, camera_model,
+                              drive_created_at, drive_modified_at, status, error_code, error_message)
+    SELECT $1, i.file_id, i.resource_key, i.name, i.folder_path, i.mime_type, i.size_bytes, i.md5,
+           i.width, i.height, i.taken_time, i.camera_make, i.camera_model, i.created, i.modified,
+           CASE WHEN i.skip_code IS NOT NULL OR (img.md5 IS NOT NULL AND img.md5 = i.md5)
+                THEN 'skipped' ELSE 'pending' END,
+           CASE WHEN i.skip_code IS NOT NULL THEN i.skip_code
+                WHEN img.md5 IS NOT NULL AND img.md5 = i.md5 THEN 'already_imported' END,
+           CASE WHEN i.skip_code IS NOT NULL THEN i.skip_message
+                WHEN img.md5 IS NOT NULL AND img.md5 = i.md5
+                THEN 'already imported with the same MD5 checksum' END
+    FROM input i
+    LEFT JOIN images img ON img.source = 'google_drive' AND img.google_drive_id = i.file_id
+    ON CONFLICT (import_id, file_id) DO NOTHING
+    RETURNING status, size_bytes
+)
+UPDATE imports SET
+    found_count = found_count + (SELECT count(*) FROM ins),
+    skipped_count = skipped_count + (SELECT count(*) FROM ins WHERE status = 'skipped'),
+    bytes_found = bytes_found + (SELECT coalesce(sum(size_bytes), 0) FROM ins WHERE status = 'pending'),
+    heartbeat_at = now(), updated_at = now()
+WHERE id = $1
+RETURNING (SELECT count(*) FROM ins WHERE status = 'pending') AS pending,
+          (SELECT count(*) FROM ins WHERE status = 'skipped') AS skipped,
+          status
+"""
+
+
+async def insert_items(pool: asyncpg.Pool, import_id: int,
+                       batch: Sequence[DriveFile | SkippedFile]) -> tuple[int, str]:
+    """Record one listed page; returns (new pending items, import status)."""
+    cols: list[list[Any]] = [[] for _ in range(16)]
+    for entry in batch:
+        if isinstance(entry, DriveFile):
+            values: tuple[Any, ...] = (
+                entry.id, entry.resource_key, entry.name, entry.folder_path, entry.mime_type,
+                entry.size_bytes, entry.md5, entry.width, entry.height, entry.taken_time, entry.camera_make,
+                entry.camera_model, entry.created_time, entry.modified_time, None, None,
+            )
+        else:
+            values = (entry.id, None, entry.name, entry.folder_path, entry.mime_type, 0, None, None, None,
+                      None, None, None, None, None, entry.reason, entry.message)
+            FILES.labels("skipped", entry.reason).inc()
+        for col, value in zip(cols, values, strict=True):
+            col.append(value)
+    row = await pool.fetchrow(_INSERT_ITEMS, import_id, *cols)
+    assert row is not None
+    return int(row["pending"]), str(row["status"])
+
+
+async def list_import(deps: Deps, import_id: int) -> None:
+    """The listing job: stream Drive pages into item rows and start transfers as items appear."""
+    row = await deps.pool.fetchrow(
+        """UPDATE imports SET status = 'listing', started_at = coalesce(started_at, now()),
+                  heartbeat_at = now(), list_attempts = list_attempts + 1, updated_at = now()
+           WHERE id = $1 AND status IN ('queued', 'listing') RETURNING *""",
+        import_id,
+    )
+    if row is None:
+        return  # cancelled, finished, or listed by an earlier delivery of this job
+    ref = FolderRef(row["folder_id"], row["resource_key"])
+    extra = {"import_id": import_id}
+    try:
+        folder = await deps.drive.get_folder(ref)
+    except (FolderNotAccessible, DriveConfigError) as exc:
+        await fail_import(deps.pool, import_id, exc.reason, str(exc))
+        return
+    await deps.pool.execute("UPDATE imports SET folder_name = $2 WHERE id = $1", import_id,
+                            str(folder.get("name") or ""))
+    log.info("listing started", extra={**extra, "folder_id": ref.folder_id})
+    pages = 0
+    async for batch in deps.drive.walk(ref, recursive=row["recursive"]):
+        pages += 1
+        if not batch:
+            continue
+        pending, status = await insert_items(deps.pool, import_id, batch)
+        if status not in ACTIVE:
+            log.info("listing stopped: import is %s", status, extra=extra)
+            return
+        if pending:
+            await enqueue_transfers(deps.redis, import_id, f"p{pages}",
+                                    _lanes(pending, deps.settings.batch_size))
+    await deps.pool.execute(
+        """UPDATE imports SET listed_at = now(), status = 'running', updated_at = now()
+           WHERE id = $1 AND status = 'listing'""",
+        import_id,
+    )
+    log.info("listing finished", extra={**extra, "pages": pages})
+    await finalise(deps.pool, import_id)
+
+
+async def fail_import(pool: asyncpg.Pool, import_id: int, code: str, message: str) -> None:
+    await pool.execute(
+        """UPDATE imports SET status = 'failed', error_code = $2, error_message = $3,
+                  finished_at = now(), updated_at = now()
+           WHERE id = $1 AND status IN ('queued', 'listing', 'running')""",
+        import_id, code, message,
+    )
+    log.warning("import failed: %s", message, extra={"import_id": import_id, "code": code})
+
+
+async def finalise(pool: asyncpg.Pool, import_id: int) -> str | None:
+    """Close the import once listing is over and no item is left to move; safe to call any time."""
+    status: str | None = await pool.fetchval(
+        """UPDATE imports SET status = CASE WHEN failed_count > 0 THEN 'completed_with_errors'
+                                            ELSE 'completed' END,
+                  finished_at = now(), updated_at = now()
+           WHERE id = $1 AND status = 'running' AND listed_at IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM import_items
+                             WHERE import_id = $1 AND status IN ('pending', 'in_progress'))
+           RETURNING status""",
+        import_id,
+    )
+    if status:
+        log.info("import finished: %s", status, extra={"import_id": import_id})
+    return status
+
+
+# --- transfers ------------------------------------------------------------------------------------
+
+_CLAIM = """
+WITH picked AS (
+    SELECT id FROM import_items
+    WHERE import_id = $1
+      AND ((status = 'pending' AND (not_before IS NULL OR not_before <= now()))
+           OR (status = 'in_progress' AND lease_expires_at < now()))
+      AND EXISTS (SELECT 1 FROM imports WHERE id = $1 AND status IN ('listing', 'running'))
+    ORDER BY id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE import_items it SET status = 'in_progress', attempts = it.attempts + 1, lease_token = $3,
+       lease_expires_at = now() + make_interval(secs => $4), updated_at = now()
+FROM picked WHERE it.id = picked.id
+RETURNING it.*
+"""
+
+_RECORD_DONE = """
+WITH done AS (
+    UPDATE import_items it SET status = 'done', lease_token = NULL, lease_expires_at = NULL,
+           upload_id = NULL, error_code = NULL, error_message = NULL, updated_at = now()
+    FROM staged_images s
+    WHERE it.id = s.item_id AND it.status = 'in_progress' AND it.lease_token = s.lease_token
+    RETURNING it.*
+), written AS (
+    INSERT INTO images (source, google_drive_id, name, size, mime_type, storage_path, storage_key,
+                        thumbnail_key, md5, width, height, taken_time, camera_make, camera_model,
+                        folder_path, drive_created_at, drive_modified_at, import_id, imported_at)
+    SELECT 'google_drive', d.file_id, d.name, s.size_bytes, d.mime_type, s.storage_path, s.storage_key,
+           s.thumbnail_key, s.md5, coalesce(d.width, s.width), coalesce(d.height, s.height), d.taken_time,
+           d.camera_make, d.camera_model, d.folder_path, d.drive_created_at, d.drive_modified_at,
+           d.import_id, now()
+    FROM done d JOIN staged_images s ON s.item_id = d.id
+    ON CONFLICT (source, google_drive_id) DO UPDATE SET
+        name = EXCLUDED.name, size = EXCLUDED.size, mime_type = EXCLUDED.mime_type,
+        storage_path = EXCLUDED.storage_path, storage_key = EXCLUDED.storage_key,
+        thumbnail_key = EXCLUDED.thumbnail_key, md5 = EXCLUDED.md5, width = EXCLUDED.width,
+        height = EXCLUDED.height, taken_time = EXCLUDED.taken_time, camera_make = EXCLUDED.camera_make,
+        camera_model = EXCLUDED.camera_model, folder_path = EXCLUDED.folder_path,
+        drive_created_at = EXCLUDED.drive_created_at, drive_modified_at = EXCLUDED.drive_modified_at,
+        import_id = EXCLUDED.import_id, imported_at = EXCLUDED.imported_at
+    RETURNING 1
+)
+UPDATE imports SET imported_count = imported_count + (SELECT count(*) FROM done),
+       bytes_imported = bytes_imported + (SELECT coalesce(sum(s.size_bytes), 0)
+                                          FROM done d JOIN staged_images s ON s.item_id = d.id),
+       updated_at = now()
+WHERE id = $1
+RETURNING (SELECT count(*) FROM written) AS written
+"""
+
+_STAGED_COLUMNS = ("item_id", "lease_token", "storage_key", "storage_path", "thumbnail_key", "md5",
+                   "size_bytes", "width", "height")
+
+
+@dataclass(frozen=True, slots=True)
+class Copied:
+    item_id: int
+    storage_key: str
+    storage_path: str
+    thumbnail_key: str | None
+    md5: str
+    size_bytes: int
+    width: int | None
+    height: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CopyFailed:
+    item_id: int
+    code: str
+    message: str
+    transient: bool
+
+
+async def record_done(pool: asyncpg.Pool, import_id: int, lease_token: uuid.UUID,
+                      copied: Sequence[Copied]) -> int:
+    """Write image rows with COPY and mark their items done, in one transaction."""
+    if not copied:
+        return 0
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """CREATE TEMP TABLE staged_images (
+                   item_id bigint, lease_token uuid, storage_key text, storage_path text,
+                   thumbnail_key text, md5 text, size_bytes bigint, width int, height int
+               ) ON COMMIT DROP"""
+        )
+        await conn.copy_records_to_table(
+            "staged_images", columns=_STAGED_COLUMNS,
+            records=[(c.item_id, lease_token, c.storage_key, c.storage_path, c.thumbnail_key, c.md5,
+                      c.size_bytes, c.width, c.height) for c in copied],
+        )
+        written: int = await conn.fetchval(_RECORD_DONE, import_id)
+    return written
+
+
+async def record_failure(pool: asyncpg.Pool, import_id: int, lease_token: uuid.UUID, failure: CopyFailed,
+                         settings: Settings, attempts: int) -> str | None:
+    """A transient failure goes back to pending after a backoff until attempts run out."""
+    # Exponential with jitter, so files that failed together do not all come back together.
+    backoff_s = min(300.0, settings.retry_backoff_s * 2 ** max(0, attempts - 1)) * random.uniform(0.5, 1.5)
+    max_attempts = settings.max_attempts
+    status: str | None = await pool.fetchval(
+        """WITH f AS (
+               UPDATE import_items SET
+                   status = CASE WHEN $4 AND attempts < $5 THEN 'pending' ELSE 'failed' END,
+                   not_before = now() + make_interval(secs => $6),
+                   error_code = $7, error_message = $8, lease_token = NULL, lease_expires_at = NULL,
+                   upload_id = NULL, updated_at = now()
+               WHERE id = $2 AND lease_token = $3 AND status = 'in_progress'
+               RETURNING status)
+           UPDATE imports SET failed_count = failed_count + (SELECT count(*) FROM f WHERE status = 'failed'),
+                  updated_at = now()
+           WHERE id = $1
+           RETURNING (SELECT status FROM f)""",
+        import_id, failure.item_id, lease_token, failure.transient, max_attempts, backoff_s, failure.code,
+        failure.message,
+    )
+    if status == "failed":
+        FILES.labels("failed", failure.code).inc()
+    return status
+
+
+async def release(pool: asyncpg.Pool, lease_token: uuid.UUID, item_ids: Sequence[int], status: str) -> None:
+    """Hand items back (shutdown: 'pending') or close them (cancel: 'cancelled')."""
+    if not item_ids:
+        return
+    await pool.execute(
+        """UPDATE import_items SET status = $3, lease_token = NULL, lease_expires_at = NULL,
+                  upload_id = NULL, attempts = CASE WHEN $3 = 'pending' THEN greatest(attempts - 1, 0)
+                                                    ELSE attempts END,
+                  updated_at = now()
+           WHERE id = ANY($1::bigint[]) AND lease_token = $2 AND status = 'in_progress'""",
+        list(item_ids), lease_token, status,
+    )
+
+
+class ImportCancelled(Exception):
+    pass
+
+
+async def transfer_import(deps: Deps, import_id: int) -> int:
+    """The transfer job: claim batches of items and copy them until none is left to claim."""
+    moved = 0
+    while True:
+        token = uuid.uuid4()
+        items = await deps.pool.fetch(_CLAIM, import_id, deps.settings.batch_size, token,
+                                      float(deps.settings.lease_s))
+        if not items:
+            # Items waiting out a retry backoff: wait here if it is short, else leave them to the sweeper.
+            wait_s = await deps.pool.fetchval(
+                """SELECT extract(epoch FROM min(not_before) - now()) FROM import_items
+                   WHERE import_id = $1 AND status = 'pending'""",
+                import_id,
+            )
+            if wait_s is not None and wait_s < 30:
+                await asyncio.sleep(max(0.05, float(wait_s)))
+                continue
+            break
+        moved += await _transfer_batch(deps, import_id, token, items)
+    await finalise(deps.pool, import_id)
+    return moved
+
+
+async def _transfer_batch(deps: Deps, import_id: int, token: uuid.UUID,
+                          items: Sequence[asyncpg.Record]) -> int:
+    settings = deps.settings
+    pending_results: list[Copied] = []
+    unfinished = {item["id"] for item in items}
+    attempts = {item["id"]: item["attempts"] for item in items}
+    tasks = {asyncio.create_task(_copy_item(deps, item, token)): item["id"] for item in items}
+    watcher = asyncio.create_task(_watch(deps, import_id, token, set(tasks)))
+    flush_at = time.monotonic() + 1.0
+    moved = 0
+    try:
+        for next_done in asyncio.as_completed(list(tasks)):
+            try:
+                result = await next_done
+            except asyncio.CancelledError:
+                if watcher.done() and not watcher.cancelled() and isinstance(watcher.exception(),
+                                                                                ImportCancelled):
+                    break
+                raise
+            if isinstance(result, Copied):
+                pending_results.append(result)
+                unfinished.discard(result.item_id)
+            else:
+                unfinished.discard(result.item_id)
+                await record_failure(deps.pool, import_id, token, result, settings, attempts[result.item_id])
+            if len(pending_results) >= 50 or time.monotonic() >= flush_at:
+                moved += await record_done(deps.pool, import_id, token, pending_results)
+                pending_results.clear()
+                flush_at = time.monotonic() + 1.0
+        moved += await record_done(deps.pool, import_id, token, pending_results)
+        pending_results.clear()
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # Whatever was copied is kept; the rest goes back for another worker (or stays cancelled).
+        await asyncio.shield(record_done(deps.pool, import_id, token, pending_results))
+        await asyncio.shield(release(deps.pool, token, list(unfinished), "pending"))
+        raise
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+    if unfinished:
+        # Cancelled import: in-flight copies were aborted; close their items.
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await release(deps.pool, token, list(unfinished), "cancelled")
+    return moved
+
+
+async def _watch(deps: Deps, import_id: int, token: uuid.UUID, tasks: set[asyncio.Task[Any]]) -> None:
+    """Renew the batch's lease, and abort its copies when the import is cancelled."""
+    renew_every_s = max(1.0, deps.settings.lease_s / 3)
+    renewed_at = time.monotonic()
+    while True:
+        await asyncio.sleep(1.0)
+        status = await deps.pool.fetchval("SELECT status FROM imports WHERE id = $1", import_id)
+        if status == "cancelled":
+            for task in tasks:
+                task.cancel()
+            raise ImportCancelled(import_id)
+        if time.monotonic() - renewed_at >= renew_every_s:
+            await deps.pool.execute(
+                """UPDATE import_items SET lease_expires_at = now() + make_interval(secs => $2)
+                   WHERE lease_token = $1 AND status = 'in_progress'""",
+                token, float(deps.settings.lease_s),
+            )
+            renewed_at = time.monotonic()
+
+
+async def _copy_item(deps: Deps, item: asyncpg.Record, token: uuid.UUID) -> Copied | CopyFailed:
+    async with deps.semaphore:
+        extra = {"import_id": item["import_id"], "file_id": item["file_id"]}
+        started = time.monotonic()
+        try:
+            copied = await _copy(deps, item, token)
+        except DriveError as exc:
+            outcome = CopyFailed(item["id"], exc.reason or f"http_{exc.status}", str(exc),
+                                                      exc.transient)
+        except ChecksumMismatch as exc:
+            outcome = CopyFailed(item["id"], "md5_mismatch", str(exc), transient=True)
+        except (ClientError, BotoCoreError) as exc:
+            outcome = CopyFailed(item["id"], "storage_error", f"storage: {exc}", transient=True)
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            outcome = CopyFailed(item["id"], "network_error", f"{type(exc).__name__}: {exc}", transient=True)
+        except SizeMismatch as exc:
+            outcome = CopyFailed(item["id"], "size_mismatch", str(exc), transient=True)
+        else:
+            TRANSFER_SECONDS.observe(time.monotonic() - started)
+            BYTES_TRANSFERRED.inc(copied.size_bytes)
+            FILES.labels("imported", "").inc()
+            log.debug("file copied", extra={**extra, "bytes": copied.size_bytes})
+            return copied
+        log.warning("copy failed: %s", outcome.message, extra={**extra, "code": outcome.code})
+        return outcome
+
+
+class SizeMismatch(Exception):
+    pass
+
+
+async def _copy(deps: Deps, item: asyncpg.Record, token: uuid.UUID) -> Copied:
+    settings, storage = deps.settings, deps.storage
+    key = object_key(settings, item["file_id"], item["mime_type"])
+    if item["upload_id"]:
+        # A worker died mid-upload on this item: close what it left open.
+        await storage.abort_upload(key, item["upload_id"])
+
+    async def remember_upload(upload_id: str) -> None:
+        await deps.pool.execute("UPDATE import_items SET upload_id = $2 WHERE id = $1 AND lease_token = $3",
+                                item["id"], upload_id, token)
+
+    size = int(item["size_bytes"])
+    keep_for_thumbnail = size <= settings.part_size_bytes
+    kept: list[bytes] = []
+    download = deps.drive.download(item["file_id"], resource_key=item["resource_key"],
+                                   chunk_size_bytes=settings.chunk_size_bytes, expected_size_bytes=size)
+
+    async def body() -> AsyncIterator[bytes]:
+        async for chunk in download:
+            if keep_for_thumbnail:
+                kept.append(chunk)
+            yield chunk
+
+    try:
+        stored = await storage.upload(key, body(), content_type=item["mime_type"],
+                                      expected_md5=item["md5"], size_hint_bytes=size or None,
+                                      on_multipart_start=remember_upload)
+    finally:
+        await download.aclose()
+    if size and stored.size_bytes != size:
+        raise SizeMismatch(f"Drive says {size} bytes, received {stored.size_bytes}")
+    thumb_key, width, height = await _thumbnail(deps, item, key, b"".join(kept) if kept else None,
+                                                stored.size_bytes)
+    return Copied(item["id"], key, stored.storage_path, thumb_key, stored.md5_hex, stored.size_bytes,
+                  width, height)
+
+
+async def _thumbnail(deps: Deps, item: asyncpg.Record, key: str, data: bytes | None,
+                     size: int) -> tuple[str | None, int | None, int | None]:
+    settings = deps.settings
+    if settings.thumbnail_px <= 0 or size == 0 or size > _THUMBNAIL_MAX_SOURCE_BYTES:
+        return None, None, None
+    if data is not None:
+        thumb = await asyncio.to_thread(make_thumbnail, data, settings.thumbnail_px)
+    else:
+        # Too large to have kept in memory: read it back into a temp file that spills to disk.
+        with tempfile.SpooledTemporaryFile(max_size=settings.part_size_bytes) as spool:
+            async for chunk in deps.storage.stream(key):
+                spool.write(chunk)
+            spool.seek(0)
+            thumb = await asyncio.to_thread(make_thumbnail, spool, settings.thumbnail_px)  # type: ignore[arg-type]
+    if thumb is None:
+        return None, None, None
+    tkey = thumbnail_key(settings, item["file_id"])
+    await deps.storage.put_bytes(tkey, thumb.data, content_type="image/webp")
+    return tkey, thumb.width, thumb.height
+
+
+# --- the sweeper ----------------------------------------------------------------------------------
+
+async def sweep(deps: Deps) -> None:
+    """Periodic repair: restart dead listings, requeue reclaimable items, finalise, clean up."""
+    settings = deps.settings
+    stale_listings = await deps.pool.fetch(
+        """SELECT id, list_attempts FROM imports
+           WHERE status = 'listing' AND heartbeat_at < now() - make_interval(secs => $1)""",
+        float(settings.lease_s),
+    )
+    for row in stale_listings:
+        log.warning("listing heartbeat is stale; restarting it", extra={"import_id": row["id"]})
+        await enqueue_listing(deps.redis, row["id"], attempt=row["list_attempts"])
+    reclaimable = await deps.pool.fetch(
+        """SELECT import_id, count(*) AS n FROM import_items it
+           WHERE it.status IN ('pending', 'in_progress')
+             AND ((it.status = 'pending' AND (it.not_before IS NULL OR it.not_before <= now()))
+                  OR (it.status = 'in_progress' AND it.lease_expires_at < now()))
+             AND it.import_id IN (SELECT id FROM imports WHERE status IN ('listing', 'running'))
+           GROUP BY import_id"""
+    )
+    tick = int(time.time() // 5)
+    for row in reclaimable:
+        await enqueue_transfers(deps.redis, row["import_id"], f"sweep{tick}",
+                                _lanes(row["n"], settings.batch_size))
+    for row in await deps.pool.fetch("SELECT id FROM imports WHERE status = 'running'"):
+        await finalise(deps.pool, row["id"])
+    await _close_abandoned(deps)
+
+
+async def _close_abandoned(deps: Deps) -> None:
+    """Items of cancelled imports left in progress by a dead worker, and their open uploads."""
+    rows = await deps.pool.fetch(
+        """UPDATE import_items it SET status = 'cancelled', lease_token = NULL, lease_expires_at = NULL,
+                  upload_id = NULL, updated_at = now()
+           FROM imports i
+           WHERE i.id = it.import_id AND i.status = 'cancelled' AND it.status = 'in_progress'
+             AND it.lease_expires_at < now()
+           RETURNING it.file_id, it.mime_type,
+                     (SELECT upload_id FROM import_items o WHERE o.id = it.id) AS upload_id"""
+    )
+    for row in rows:
+        if row["upload_id"]:
+            await deps.storage.abort_upload(object_key(deps.settings, row["file_id"], row["mime_type"]),
+                                            row["upload_id"])
