@@ -31,7 +31,7 @@ TEST_BUCKET = "fotoowl-test"
 
 
 @dataclass(frozen=True)
-class TestServers:
+class SessionServers:
     pg_admin_url: str
     template_db: str
     redis_url: str
@@ -53,7 +53,7 @@ def tmp_root() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_root: Path) -> Iterator[TestServers]:
+def servers(tmp_root: Path) -> Iterator[SessionServers]:
     started: list[embedded.Server] = []
     try:
         pg_url = os.environ.get("FOTOOWL_TEST_DATABASE_URL")
@@ -76,7 +76,7 @@ def servers(tmp_root: Path) -> Iterator[TestServers]:
             s3_url = server.url
         template = f"fotoowl_tpl_{os.getpid()}"
         _run(_create_template(pg_url, template))
-        yield TestServers(pg_url, template, redis_url, s3_url, key_id, secret)
+        yield SessionServers(pg_url, template, redis_url, s3_url, key_id, secret)
         _run(_drop_database(pg_url, template))
     finally:
         for server in reversed(started):
@@ -108,7 +108,7 @@ async def _drop_database(admin_url: str, name: str) -> None:
 
 
 @pytest.fixture
-async def database_url(servers: TestServers) -> AsyncIterator[str]:
+async def database_url(servers: SessionServers) -> AsyncIterator[str]:
     name = f"fotoowl_t_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(servers.pg_admin_url)
     try:
@@ -120,7 +120,7 @@ async def database_url(servers: TestServers) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def redis_url(servers: TestServers) -> AsyncIterator[str]:
+async def redis_url(servers: SessionServers) -> AsyncIterator[str]:
     client = aioredis.from_url(servers.redis_url)
     try:
         await client.flushdb()
@@ -135,7 +135,7 @@ def s3_prefix() -> str:
 
 
 @pytest.fixture
-def base_settings(servers: TestServers, s3_prefix: str, tmp_path: Path) -> Settings:
+def base_settings(servers: SessionServers, s3_prefix: str, tmp_path: Path) -> Settings:
     """Settings pointing at the session's servers, without a database or Redis of the test's own."""
     return Settings(
         storage="s3",

@@ -454,6 +454,7 @@ async def transfer_import(deps: Deps, import_id: int) -> int:
                 await asyncio.sleep(max(0.05, float(wait_s)))
                 continue
             break
+        log.info("batch claimed", extra={"import_id": import_id, "items": len(items)})
         moved += await _transfer_batch(deps, import_id, token, items)
     await finalise(deps.pool, import_id)
     return moved

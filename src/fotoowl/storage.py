@@ -118,6 +118,9 @@ class Storage(ABC):
                             disposition: str) -> str | None: ...
 
     @abstractmethod
+    def list_keys(self, prefix: str = "") -> AsyncIterator[str]: ...
+
+    @abstractmethod
     async def ping(self) -> None: ...
 
     @abstractmethod
@@ -250,6 +253,12 @@ class S3Storage(Storage):
         )
         return url
 
+    async def list_keys(self, prefix: str = "") -> AsyncIterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"]
+
     async def ping(self) -> None:
         await self.client.head_bucket(Bucket=self.bucket)
 
@@ -337,6 +346,14 @@ class FileStorage(Storage):
     async def presigned_url(self, key: str, *, expires_s: int, content_type: str,
                             disposition: str) -> str | None:
         return None
+
+    async def list_keys(self, prefix: str = "") -> AsyncIterator[str]:
+        root = self.root.resolve()
+        paths = await asyncio.to_thread(lambda: sorted(p for p in root.rglob("*") if p.is_file()))
+        for path in paths:
+            key = path.relative_to(root).as_posix()
+            if key.startswith(prefix) and not path.name.endswith(".part"):
+                yield key
 
     async def ping(self) -> None:
         await aiofiles.os.makedirs(self.root, exist_ok=True)

@@ -1,0 +1,135 @@
+"""Separate `arq fotoowl.worker.Settings` processes sharing one import, one of them SIGKILLed."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from conftest import TEST_API_KEY, RunningEmulator
+from fotoowl import importer
+from fotoowl.config import Settings
+from fotoowl.drive import FolderRef
+from fotoowl.storage import Storage
+from fotoowl.testing.drive_emulator import Fault
+from fotoowl.worker import create_arq_pool
+
+MiB = 1024 * 1024
+pytestmark = pytest.mark.slow
+
+
+def worker_env(settings: Settings, api_url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "FOTOOWL_DATABASE_URL": settings.database_url,
+        "FOTOOWL_REDIS_URL": settings.redis_url,
+        "FOTOOWL_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+        "FOTOOWL_S3_BUCKET": settings.s3_bucket,
+        "FOTOOWL_S3_PREFIX": settings.s3_prefix,
+        "AWS_ACCESS_KEY_ID": settings.aws_access_key_id,
+        "AWS_SECRET_ACCESS_KEY": settings.aws_secret_access_key.get(),
+        "FOTOOWL_GOOGLE_API_KEY": TEST_API_KEY,
+        "FOTOOWL_DRIVE_API_URL": api_url,
+        # A killed worker's items come back quickly.
+        "FOTOOWL_LEASE_S": "3",
+        "FOTOOWL_FILES_IN_FLIGHT": "4",
+        "FOTOOWL_BATCH_SIZE": "8",
+        "FOTOOWL_RETRY_BACKOFF_S": "0.2",
+        "FOTOOWL_LOG_FORMAT": "json",
+        "FOTOOWL_DB_POOL_SIZE": "4",
+    }
+
+
+@pytest.fixture
+def spawn_worker(tmp_path: Path) -> Iterator[object]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(env: dict[str, str], name: str) -> tuple[subprocess.Popen[bytes], Path]:
+        log_path = tmp_path / f"{name}.log"
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen([str(Path(sys.executable).parent / "arq"), "fotoowl.worker.Settings"],
+                                    env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        procs.append(proc)
+        return proc, log_path
+
+    yield spawn
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def test_two_workers_share_an_import_and_survive_a_sigkill(
+        settings: Settings, drive: RunningEmulator, storage: Storage, spawn_worker: object) -> None:
+    emu = drive.emu
+    emu.latency_s = 0.02
+    root = emu.add_folder(None, "Event")
+    sub = emu.add_folder(root, "Stage")
+    small = [emu.add_image(root if i % 2 else sub, f"small-{i}.jpg") for i in range(80)]
+    large = [emu.add_image(sub, f"large-{i}.jpg", size_bytes=12 * MiB) for i in range(6)]
+    for file_id in large:
+        # Slow enough that multipart uploads are open when the kill lands.
+        emu.inject(file_id, Fault.slow(6 * MiB), times=None)
+
+    env = worker_env(settings, drive.api_url)
+    proc_a, log_a = spawn_worker(env, "worker-a")  # type: ignore[operator]
+    proc_b, log_b = spawn_worker(env, "worker-b")  # type: ignore[operator]
+
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    redis = await create_arq_pool(settings)
+    try:
+        row = await importer.create_import(pool, redis, FolderRef(root), f"https://drive.google.com/drive/folders/{root}")
+        import_id = row["id"]
+        # Kill worker A while it holds claimed items, ideally with a multipart upload open.
+        for _ in range(600):
+            imported = await pool.fetchval("SELECT imported_count FROM imports WHERE id = $1", import_id)
+            open_multipart = await pool.fetchval(
+                "SELECT count(*) FROM import_items WHERE import_id = $1 AND upload_id IS NOT NULL", import_id)
+            if imported >= 20 and open_multipart:
+                break
+            assert proc_a.poll() is None and proc_b.poll() is None, "a worker died on its own"
+            await asyncio.sleep(0.05)
+        proc_a.send_signal(signal.SIGKILL)
+        proc_a.wait()
+
+        for _ in range(1200):
+            status = await pool.fetchval("SELECT status FROM imports WHERE id = $1", import_id)
+            if status not in importer.ACTIVE:
+                break
+            await asyncio.sleep(0.1)
+        final = await pool.fetchrow("SELECT * FROM imports WHERE id = $1", import_id)
+        assert final["status"] == "completed", dict(final)
+        assert (final["found_count"], final["imported_count"], final["failed_count"]) == (86, 86, 0)
+        rows = await pool.fetch("SELECT google_drive_id, storage_key, md5, size FROM images")
+    finally:
+        await redis.aclose()
+        await pool.close()
+
+    assert sorted(r["google_drive_id"] for r in rows) == sorted(small + large)
+    for r in rows:
+        if r["google_drive_id"] in large or r["google_drive_id"] in small[:10]:
+            digest = hashlib.md5()
+            async for chunk in storage.stream(r["storage_key"]):
+                digest.update(chunk)
+            assert digest.hexdigest() == emu.md5_of(r["google_drive_id"])
+    # Exactly once in storage too: one object per image (plus its thumbnail), nothing else.
+    keys = [k async for k in storage.list_keys(settings.s3_prefix_normalised + "google_drive/")]
+    assert sorted(keys) == sorted(r["storage_key"] for r in rows)
+    assert await storage.open_uploads(settings.s3_prefix_normalised) == []
+    # Both processes took part.
+    assert b"batch claimed" in log_a.read_bytes()
+    assert b"batch claimed" in log_b.read_bytes()
+
