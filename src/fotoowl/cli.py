@@ -18,9 +18,7 @@ from fotoowl.logs import setup_logging
 
 EXIT_OK, EXIT_FAILED_FILES, EXIT_BAD_INPUT, EXIT_IMPORT_FAILED = 0, 1, 2, 3
 DEMO_API_KEY = "fotoowl-demo-key"
-# Import errors that mean the user gave us something unusable, not that the import broke.
-BAD_INPUT_CODES = frozenset({"notFound", "folder_not_accessible", "keyInvalid", "forbidden", "badRequest",
-                             "accessNotConfigured", "keyMissing", "not_a_folder"})
+
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -277,10 +275,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def _exit_code(summary: dict[str, Any]) -> int:
+    from fotoowl import importer
+
     status = summary["status"]
     if status == "failed":
         error = summary["error"] or {}
-        return EXIT_BAD_INPUT if error.get("code") in BAD_INPUT_CODES else EXIT_IMPORT_FAILED
+        bad_input = (importer.FOLDER_NOT_ACCESSIBLE, importer.DRIVE_CONFIGURATION_ERROR)
+        return EXIT_BAD_INPUT if error.get("code") in bad_input else EXIT_IMPORT_FAILED
     if status == "cancelled":
         return EXIT_IMPORT_FAILED
     return EXIT_FAILED_FILES if summary["counts"]["failed"] else EXIT_OK

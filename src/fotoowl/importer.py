@@ -43,6 +43,9 @@ log = logging.getLogger("fotoowl.importer")
 SOURCE = "google_drive"
 ACTIVE = ("queued", "listing", "running")
 FINISHED = ("completed", "completed_with_errors", "failed", "cancelled")
+# Import error codes that mean the input or the configuration is unusable, not that the import broke.
+FOLDER_NOT_ACCESSIBLE = "folder_not_accessible"
+DRIVE_CONFIGURATION_ERROR = "drive_configuration_error"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 _THUMBNAIL_MAX_SOURCE_BYTES = 64 * 1024 * 1024
 
@@ -239,8 +242,11 @@ async def list_import(deps: Deps, import_id: int) -> None:
     extra = {"import_id": import_id}
     try:
         folder = await deps.drive.get_folder(ref)
-    except (FolderNotAccessible, DriveConfigError) as exc:
-        await fail_import(deps.pool, import_id, exc.reason, str(exc))
+    except FolderNotAccessible as exc:
+        await fail_import(deps.pool, import_id, FOLDER_NOT_ACCESSIBLE, str(exc))
+        return
+    except DriveConfigError as exc:
+        await fail_import(deps.pool, import_id, DRIVE_CONFIGURATION_ERROR, str(exc))
         return
     await deps.pool.execute("UPDATE imports SET folder_name = $2 WHERE id = $1", import_id,
                             str(folder.get("name") or ""))
