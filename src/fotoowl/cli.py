@@ -170,10 +170,10 @@ def _demo_emulator_ctx(n_images: int) -> Any:
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         emu = DriveEmulator(api_keys={DEMO_API_KEY}, seed=7)
-        root = build_demo_tree(emu, n_images, seed=7)
+        tree = build_demo_tree(emu, n_images, seed=7)
         runner, api_url = await start_emulator(emu)
         app[SETTINGS] = app[SETTINGS].replace(drive_api_url=api_url)
-        app[DEMO_FOLDER_URL] = f"https://drive.google.com/drive/folders/{root}"
+        app[DEMO_FOLDER_URL] = tree.link
         yield
         await runner.cleanup()
 
