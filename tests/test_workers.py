@@ -133,3 +133,35 @@ async def test_two_workers_share_an_import_and_survive_a_sigkill(
     assert b"batch claimed" in log_a.read_bytes()
     assert b"batch claimed" in log_b.read_bytes()
 
+
+
+async def test_sigterm_hands_claimed_items_back(settings: Settings, drive: RunningEmulator,
+                                                spawn_worker: object) -> None:
+    emu = drive.emu
+    root = emu.add_folder(None, "Slow")
+    for i in range(12):
+        file_id = emu.add_image(root, f"{i}.jpg", size_bytes=4 * MiB)
+        emu.inject(file_id, Fault.slow(1 * MiB), times=None)
+    env = worker_env(settings, drive.api_url) | {"FOTOOWL_LEASE_S": "300"}
+    proc, _ = spawn_worker(env, "worker")  # type: ignore[operator]
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    redis = await create_arq_pool(settings)
+    try:
+        row = await importer.create_import(pool, redis, FolderRef(root), root)
+        for _ in range(600):
+            claimed = await pool.fetchval(
+                "SELECT count(*) FROM import_items WHERE import_id = $1 AND status = 'in_progress'", row["id"])
+            if claimed:
+                break
+            await asyncio.sleep(0.05)
+        assert claimed
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 30) is not None
+        # Nothing is left waiting for a 300 s lease to run out: every claimed item went back to pending.
+        statuses = await pool.fetch(
+            "SELECT status, lease_token, upload_id FROM import_items WHERE import_id = $1", row["id"])
+        assert {r["status"] for r in statuses} <= {"pending", "done"}
+        assert all(r["lease_token"] is None for r in statuses if r["status"] == "pending")
+    finally:
+        await redis.aclose()
+        await pool.close()

@@ -445,10 +445,14 @@ class ImportCancelled(Exception):
 async def transfer_import(deps: Deps, import_id: int) -> int:
     """The transfer job: claim batches of items and copy them until none is left to claim."""
     moved = 0
+    # Hand over to a fresh job well before arq's job timeout, which would fail this one for good.
+    deadline = time.monotonic() + deps.settings.job_timeout_s / 2
     while True:
+        if time.monotonic() > deadline:
+            await enqueue_transfers(deps.redis, import_id, f"cont-{uuid.uuid4().hex[:8]}")
+            return moved
         token = uuid.uuid4()
-        items = await deps.pool.fetch(_CLAIM, import_id, deps.settings.batch_size, token,
-                                      float(deps.settings.lease_s))
+        items = await _claim(deps, import_id, token)
         if not items:
             # Items waiting out a retry backoff: wait here if it is short, else leave them to the sweeper.
             wait_s = await deps.pool.fetchval(
@@ -464,6 +468,18 @@ async def transfer_import(deps: Deps, import_id: int) -> int:
         moved += await _transfer_batch(deps, import_id, token, items)
     await finalise(deps.pool, import_id)
     return moved
+
+
+async def _claim(deps: Deps, import_id: int, token: uuid.UUID) -> list[asyncpg.Record]:
+    claim = asyncio.ensure_future(
+        deps.pool.fetch(_CLAIM, import_id, deps.settings.batch_size, token, float(deps.settings.lease_s)))
+    try:
+        return await asyncio.shield(claim)
+    except asyncio.CancelledError:
+        # Shutdown landed mid-claim: the rows are ours in the database, so hand them straight back.
+        items = await claim
+        await release(deps.pool, token, [item["id"] for item in items], "pending")
+        raise
 
 
 async def _transfer_batch(deps: Deps, import_id: int, token: uuid.UUID,
@@ -657,13 +673,15 @@ async def sweep(deps: Deps) -> None:
 async def _close_abandoned(deps: Deps) -> None:
     """Items of cancelled imports left in progress by a dead worker, and their open uploads."""
     rows = await deps.pool.fetch(
-        """UPDATE import_items it SET status = 'cancelled', lease_token = NULL, lease_expires_at = NULL,
+        """WITH stale AS (
+               SELECT it.id, it.file_id, it.mime_type, it.upload_id FROM import_items it
+               JOIN imports i ON i.id = it.import_id
+               WHERE i.status = 'cancelled' AND it.status = 'in_progress' AND it.lease_expires_at < now()
+               FOR UPDATE OF it SKIP LOCKED)
+           UPDATE import_items it SET status = 'cancelled', lease_token = NULL, lease_expires_at = NULL,
                   upload_id = NULL, updated_at = now()
-           FROM imports i
-           WHERE i.id = it.import_id AND i.status = 'cancelled' AND it.status = 'in_progress'
-             AND it.lease_expires_at < now()
-           RETURNING it.file_id, it.mime_type,
-                     (SELECT upload_id FROM import_items o WHERE o.id = it.id) AS upload_id"""
+           FROM stale WHERE it.id = stale.id
+           RETURNING stale.file_id, stale.mime_type, stale.upload_id"""
     )
     for row in rows:
         if row["upload_id"]:
