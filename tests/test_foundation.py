@@ -138,7 +138,8 @@ def test_dev_serves_on_embedded_servers_and_stops_clean(tmp_path: Path) -> None:
                 break
         text = "".join(output)
         assert f"http://127.0.0.1:{port}/" in text, text
-        assert re.search(r"sample folder: https://drive\.google\.com/drive/folders/[A-Za-z0-9_-]{10,}(\?\S*)?\n", text), text
+        link = r"sample folder: https://drive\.google\.com/drive/folders/[A-Za-z0-9_-]{10,}(\?\S*)?\n"
+        assert re.search(link, text), text
         children = _children(proc.pid)
         assert len(children) == 3, text  # postgres, valkey, weed
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as resp:

@@ -8,10 +8,10 @@ from typing import Any
 
 import asyncpg
 
+from conftest import RunningEmulator, wait_for_import
 from fotoowl.config import Settings
 from fotoowl.storage import Storage
 from fotoowl.testing.drive_emulator import Fault
-from conftest import RunningEmulator, wait_for_import
 
 MiB = 1024 * 1024
 
@@ -171,7 +171,9 @@ async def test_cancel_stops_transfers_and_leaves_nothing_half_written(
         file_id = emu.add_image(root, f"{i}.jpg", size_bytes=6 * MiB)
         emu.inject(file_id, Fault.slow(2 * MiB), times=None)
     import_id = await start(client, root)
-    while (await (await client.get(f"/imports/{import_id}")).json())["status"] == "queued":
+    for _ in range(100):
+        if (await (await client.get(f"/imports/{import_id}")).json())["status"] != "queued":
+            break
         await asyncio.sleep(0.1)
     await asyncio.sleep(1.5)
     resp = await client.post(f"/imports/{import_id}/cancel")
