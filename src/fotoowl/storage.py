@@ -413,4 +413,9 @@ async def ensure_bucket(settings: Settings) -> None:
         try:
             await storage.client.head_bucket(Bucket=settings.s3_bucket)
         except ClientError:
-            await storage.client.create_bucket(Bucket=settings.s3_bucket)
+            try:
+                await storage.client.create_bucket(Bucket=settings.s3_bucket)
+            except ClientError as exc:
+                # Another process (or a server still starting up) got there first.
+                if _error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
