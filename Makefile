@@ -29,12 +29,18 @@ $(HTMX):
 run: install
 	$(BIN)/fotoowl dev
 
-# Debian's Chromium for the browser test, where it is missing and we may install it.
+# Debian's Chromium (browser test) and docker-compose (validates docker-compose.yml; no engine
+# needed), where they are missing and we may install them.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
-		&& (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 \
-		&& apt-get install -y -qq chromium >/dev/null 2>&1)) \
-		|| echo "chromium is not installed; the browser test will be skipped"; }
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="chromium"; \
+	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get install -y -qq $$missing >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 \
+			&& apt-get install -y -qq $$missing >/dev/null 2>&1; } \
+			|| echo "could not install$$missing; the tests that need it will be skipped"; \
+		else echo "$$missing not installed; the tests that need it will be skipped"; fi; \
+	fi
 
 test: install browser
 	$(BIN)/pytest $(PYTEST_ARGS)

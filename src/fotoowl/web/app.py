@@ -7,8 +7,8 @@ with its own settings and everything is closed in reverse order on shutdown.
 from __future__ import annotations
 
 import asyncio
-import signal
 import logging
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -97,7 +97,7 @@ async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings, *, run_worker: bool | None = None) -> web.Application:
-    from fotoowl.web import api, ops, views
+    from fotoowl.web import api, openapi, ops, views
 
     app = web.Application(middlewares=[api.error_middleware], client_max_size=64 * 1024)
     app[SETTINGS] = settings
@@ -107,5 +107,6 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> web.App
         app.cleanup_ctx.append(_worker_ctx)
     api.setup_routes(app)
     ops.setup_routes(app)
+    openapi.setup_routes(app)
     views.setup_routes(app)
     return app

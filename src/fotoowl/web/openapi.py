@@ -1,0 +1,433 @@
+"""The OpenAPI 3.1 description of the JSON API, served at GET /openapi.json.
+
+Written by hand next to api.py rather than generated from it: the handlers read raw query strings and
+build plain dicts, so there is nothing to introspect. Schemas are strict (every field required, no
+others allowed) so the tests that validate real answers against them catch any drift from api.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from importlib import metadata
+from typing import Any
+
+from aiohttp import web
+
+from fotoowl.web.api import MAX_PAGE, MAX_URL_CHARS
+from fotoowl.web.app import SETTINGS
+
+Schema = dict[str, Any]
+
+IMPORT_STATUSES = ("queued", "listing", "running", "completed", "completed_with_errors", "failed", "cancelled")
+JSON = "application/json"
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(properties: dict[str, Schema], description: str | None = None) -> Schema:
+    schema: Schema = {"type": "object", "properties": properties, "required": list(properties),
+                      "additionalProperties": False}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def _nullable(schema: Schema) -> Schema:
+    return {"oneOf": [schema, {"type": "null"}]}
+
+
+STRING: Schema = {"type": "string"}
+OPT_STRING: Schema = {"type": ["string", "null"]}
+COUNT: Schema = {"type": "integer", "minimum": 0}
+ID: Schema = {"type": "integer", "minimum": 1}
+TIME: Schema = {"type": "string", "format": "date-time"}
+OPT_TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
+CURSOR: Schema = {"type": ["string", "null"],
+                  "description": "Pass as `cursor` to get the next page; null on the last page."}
+
+# --- examples: also the sample answers in docs/curl.md ------------------------------------------
+
+IMPORT_EXAMPLE: dict[str, Any] = {
+    "id": 42,
+    "source": "google_drive",
+    "folder_id": "1AbCdEfGhIjKlMnOpQrStUvWxYz012345",
+    "folder_url": "https://drive.google.com/drive/folders/1AbCdEfGhIjKlMnOpQrStUvWxYz012345",
+    "folder_name": "Wedding 2026",
+    "recursive": True,
+    "status": "running",
+    "counts": {"found": 1200, "imported": 480, "skipped": 10, "failed": 2, "pending": 708},
+    "bytes": {"found": 3145728000, "imported": 1258291200},
+    "rate": {"files_per_s": 16.0, "bytes_per_s": 41943040},
+    "eta_s": 44.2,
+    "error": None,
+    "created_at": "2026-05-01T10:00:00Z",
+    "started_at": "2026-05-01T10:00:01Z",
+    "finished_at": None,
+    "urls": {"self": "/imports/42", "failures": "/imports/42/failures", "images": "/images?import_id=42",
+             "page": "/ui/imports/42"},
+}
+IMAGE_EXAMPLE: dict[str, Any] = {
+    "id": 1001,
+    "name": "IMG_0001.jpg",
+    "google_drive_id": "1ZyXwVuTsRqPoNmLkJiHgFeDcBa987654",
+    "size": 2621440,
+    "mime_type": "image/jpeg",
+    "storage_path": "s3://fotoowl/images/1ZyXwVuTsRqPoNmLkJiHgFeDcBa987654",
+    "source": "google_drive",
+    "md5": "9e107d9d372bb6826bd81d3542a419d6",
+    "width": 4032,
+    "height": 3024,
+    "taken_time": "2026:04:30 18:22:05",
+    "camera": {"make": "Canon", "model": "EOS R6"},
+    "folder_path": "Ceremony",
+    "import_id": 42,
+    "imported_at": "2026-05-01T10:00:03Z",
+    "drive_created_at": "2026-04-30T20:00:00Z",
+    "drive_modified_at": "2026-04-30T20:00:00Z",
+    "url": "/images/1001/content",
+    "thumbnail_url": "/images/1001/thumbnail",
+}
+FAILURE_EXAMPLE: dict[str, Any] = {
+    "file_id": "1QwErTyUiOpAsDfGhJkLzXcVbNm567890",
+    "name": "IMG_0077.jpg",
+    "folder_path": "Ceremony/Party",
+    "mime_type": "image/jpeg",
+    "size": 3145728,
+    "attempts": 3,
+    "error": {"code": "downloadQuotaExceeded", "message": "The download quota for this file has been exceeded."},
+    "failed_at": "2026-05-01T10:02:10Z",
+}
+NOT_FOUND_EXAMPLE = {"error": {"code": "not_found", "message": "There is no import 999999."}}
+
+
+def schemas() -> dict[str, Schema]:
+    problem = _obj({"code": STRING, "message": STRING})
+    return {
+        "Error": _obj({"error": _ref("ErrorDetail")},
+                      "Every error, from any route, has this shape; `code` is stable, `message` is for people."),
+        "ErrorDetail": problem,
+        "ImportStatus": {"type": "string", "enum": list(IMPORT_STATUSES),
+                         "description": "queued, listing and running are active; the others are final."},
+        "ImportRequest": {
+            "type": "object",
+            "properties": {
+                "folder_url": {"type": "string", "maxLength": MAX_URL_CHARS,
+                               "description": "A link to a public Google Drive folder, or its id."},
+                "recursive": {"type": "boolean", "default": True,
+                              "description": "Also import the images of every subfolder."},
+            },
+            "required": ["folder_url"],
+        },
+        "ImportAccepted": _obj({"import_id": ID, "status": _ref("ImportStatus"), "status_url": STRING}),
+        "Import": _obj({
+            "id": ID,
+            "source": {"type": "string", "enum": ["google_drive"]},
+            "folder_id": STRING,
+            "folder_url": STRING,
+            "folder_name": {**OPT_STRING, "description": "Known once listing has started."},
+            "recursive": {"type": "boolean"},
+            "status": _ref("ImportStatus"),
+            "counts": _obj({"found": COUNT, "imported": COUNT, "skipped": COUNT, "failed": COUNT,
+                            "pending": COUNT},
+                           "Files: skipped ones were already stored with the same checksum."),
+            "bytes": _obj({"found": COUNT, "imported": COUNT}),
+            "rate": _obj({"files_per_s": {"type": ["number", "null"], "minimum": 0},
+                          "bytes_per_s": {"type": ["integer", "null"], "minimum": 0}},
+                         "Average since the import started; null before the first image lands."),
+            "eta_s": {"type": ["number", "null"], "minimum": 0,
+                      "description": "Seconds left at the current rate, while the import is active."},
+            "error": _nullable(_obj({"code": STRING, "message": OPT_STRING},
+                                    "Why the import failed or stopped.")),
+            "created_at": TIME,
+            "started_at": OPT_TIME,
+            "finished_at": OPT_TIME,
+            "urls": _obj({"self": STRING, "failures": STRING, "images": STRING, "page": STRING}),
+        }),
+        "ImportList": _obj({"imports": {"type": "array", "items": _ref("Import")}, "next_cursor": CURSOR}),
+        "Failure": _obj({
+            "file_id": STRING,
+            "name": STRING,
+            "folder_path": STRING,
+            "mime_type": STRING,
+            "size": COUNT,
+            "attempts": COUNT,
+            "error": _obj({"code": OPT_STRING, "message": OPT_STRING}),
+            "failed_at": TIME,
+        }),
+        "FailureList": _obj({"failures": {"type": "array", "items": _ref("Failure")}, "next_cursor": CURSOR}),
+        "RetryAccepted": _obj({"import_id": ID, "requeued": {**COUNT, "description": "Failed files queued again."},
+                               "status": _ref("ImportStatus")}),
+        "CancelAccepted": _obj({"import_id": ID, "status": {"const": "cancelled"}}),
+        "Image": _obj({
+            "id": ID,
+            "name": STRING,
+            "google_drive_id": STRING,
+            "size": COUNT,
+            "mime_type": STRING,
+            "storage_path": {"type": "string", "description": "Where the original is, e.g. s3://bucket/key."},
+            "source": STRING,
+            "md5": OPT_STRING,
+            "width": {"type": ["integer", "null"], "minimum": 0},
+            "height": {"type": ["integer", "null"], "minimum": 0},
+            "taken_time": {**OPT_STRING, "description": "As the camera wrote it (EXIF DateTimeOriginal)."},
+            "camera": _obj({"make": OPT_STRING, "model": OPT_STRING}),
+            "folder_path": {"type": "string", "description": "Relative to the imported folder; '' at its top."},
+            "import_id": {"type": ["integer", "null"], "minimum": 1},
+            "imported_at": TIME,
+            "drive_created_at": OPT_TIME,
+            "drive_modified_at": OPT_TIME,
+            "url": STRING,
+            "thumbnail_url": {**OPT_STRING, "description": "null when the format could not be decoded."},
+        }),
+        "ImageList": _obj({"images": {"type": "array", "items": _ref("Image")}, "next_cursor": CURSOR}),
+        "Health": _obj({"status": {"const": "ok"}}),
+        "Checks": _obj({name: {"type": "string", "description": "'ok' or 'unavailable: <reason>'"}
+                        for name in ("database", "redis", "storage")}),
+        "Ready": _obj({"status": {"const": "ready"}, "checks": _ref("Checks")}),
+        "NotReady": _obj({"error": _ref("ErrorDetail"), "checks": _ref("Checks")}),
+    }
+
+
+# --- responses and parameters -------------------------------------------------------------------
+
+def _error(description: str, code: str, message: str) -> Schema:
+    return {"description": description,
+            "content": {JSON: {"schema": _ref("Error"), "example": {"error": {"code": code, "message": message}}}}}
+
+
+def _json(description: str, schema: str, example: Any = None) -> Schema:
+    media: Schema = {"schema": _ref(schema)}
+    if example is not None:
+        media["example"] = example
+    return {"description": description, "content": {JSON: media}}
+
+
+RESPONSES: dict[str, Schema] = {
+    "BadRequest": _error("A query parameter or the cursor is invalid (`invalid_parameter`, `invalid_cursor`), "
+                         "or the body is not JSON (`invalid_json`).",
+                         "invalid_parameter", f"'limit' must be between 1 and {MAX_PAGE}."),
+    "Unauthorized": _error("FOTOOWL_API_TOKEN is set and the request has no matching bearer token.",
+                           "unauthorized", "This endpoint needs 'Authorization: Bearer <FOTOOWL_API_TOKEN>'."),
+    "NotFound": _error("There is no such resource.", "not_found", "There is no import 999999."),
+    "TooLarge": _error("The request body is larger than 64 KiB.", "request_entity_too_large",
+                       "Request Entity Too Large"),
+    "Internal": _error("An unexpected error; details are in the server's log.", "internal_error",
+                       "Something went wrong on our side."),
+}
+
+
+def _limit(default: int) -> Schema:
+    return {"name": "limit", "in": "query", "required": False, "description": "Page size.",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": default}}
+
+
+PARAMETERS: dict[str, Schema] = {
+    "Id": {"name": "id", "in": "path", "required": True, "schema": ID},
+    "Cursor": {"name": "cursor", "in": "query", "required": False,
+               "description": "`next_cursor` of the previous page.", "schema": STRING},
+    "ImportFilter": {"name": "import_id", "in": "query", "required": False,
+                     "description": "Only images stored by this import.", "schema": ID},
+    "SourceFilter": {"name": "source", "in": "query", "required": False, "schema": STRING,
+                     "example": "google_drive"},
+    "FolderFilter": {"name": "folder", "in": "query", "required": False, "schema": STRING,
+                     "description": "Images in this folder (path relative to the import) and its subfolders.",
+                     "example": "Ceremony"},
+    "MimeTypeFilter": {"name": "mime_type", "in": "query", "required": False, "schema": STRING,
+                       "example": "image/jpeg"},
+    "NameSearch": {"name": "q", "in": "query", "required": False,
+                   "description": "Case-insensitive substring of the file name.",
+                   "schema": {"type": "string", "maxLength": 200}},
+}
+
+
+def _param(name: str) -> Schema:
+    return {"$ref": f"#/components/parameters/{name}"}
+
+
+def _response(name: str) -> Schema:
+    return {"$ref": f"#/components/responses/{name}"}
+
+
+def _binary(description: str, media_types: list[str]) -> Schema:
+    redirect = {"description": "With FOTOOWL_PRESIGN_DOWNLOADS on: a short-lived presigned URL to the object.",
+                "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}}}
+    return {
+        "200": {"description": description, "content": {media: {} for media in media_types},
+                "headers": {"Content-Disposition": {"schema": STRING}}},
+        "302": redirect,
+        "404": _error("No such image, no thumbnail (`no_thumbnail`), or the object is missing from storage "
+                      "(`object_missing`).", "not_found", "There is no image 999999."),
+    }
+
+
+def _operations(auth_required: bool) -> dict[str, dict[str, Schema]]:
+    def write(op: Schema) -> Schema:
+        if auth_required:
+            op["security"] = [{"bearerAuth": []}]
+            op["responses"]["401"] = _response("Unauthorized")
+        return op
+
+    page = [_limit(100), _param("Cursor")]
+    return {
+        "/import/google-drive": {"post": write({
+            "operationId": "start_import", "tags": ["imports"], "summary": "Import a public Google Drive folder",
+            "requestBody": {"required": True, "content": {JSON: {
+                "schema": _ref("ImportRequest"),
+                "example": {"folder_url": IMPORT_EXAMPLE["folder_url"], "recursive": True}}}},
+            "responses": {
+                "202": {**_json("Queued; poll `status_url`.", "ImportAccepted",
+                                {"import_id": 42, "status": "queued", "status_url": "/imports/42"}),
+                        "headers": {"Location": {"description": "The new import.", "schema": STRING}}},
+                "400": _response("BadRequest"),
+                "413": _response("TooLarge"),
+                "422": _error("The body is JSON but unusable (`missing_field`, `invalid_field`, "
+                              "`invalid_folder_url`).", "invalid_folder_url",
+                              "Paste the link of a Google Drive folder."),
+            },
+        })},
+        "/imports": {"get": {
+            "operationId": "list_imports", "tags": ["imports"], "summary": "Imports, newest first",
+            "parameters": [_limit(50), _param("Cursor")],
+            "responses": {"200": _json("A page of imports.", "ImportList",
+                                       {"imports": [IMPORT_EXAMPLE], "next_cursor": None}),
+                          "400": _response("BadRequest")},
+        }},
+        "/imports/{id}": {"get": {
+            "operationId": "get_import", "tags": ["imports"], "summary": "An import's status and progress",
+            "parameters": [_param("Id")],
+            "responses": {"200": _json("The import.", "Import", IMPORT_EXAMPLE), "404": _response("NotFound")},
+        }},
+        "/imports/{id}/failures": {"get": {
+            "operationId": "list_failures", "tags": ["imports"], "summary": "Files of an import that failed",
+            "parameters": [_param("Id"), *page],
+            "responses": {"200": _json("A page of failed files, oldest first.", "FailureList",
+                                       {"failures": [FAILURE_EXAMPLE], "next_cursor": None}),
+                          "400": _response("BadRequest"), "404": _response("NotFound")},
+        }},
+        "/imports/{id}/retry": {"post": write({
+            "operationId": "retry_import", "tags": ["imports"], "summary": "Queue an import's failed files again",
+            "parameters": [_param("Id")],
+            "responses": {"202": _json("Requeued (0 when there was nothing to retry).", "RetryAccepted",
+                                       {"import_id": 42, "requeued": 2, "status": "running"}),
+                          "404": _response("NotFound")},
+        })},
+        "/imports/{id}/cancel": {"post": write({
+            "operationId": "cancel_import", "tags": ["imports"], "summary": "Stop an active import",
+            "parameters": [_param("Id")],
+            "responses": {
+                "202": _json("Cancelled; files in flight are abandoned within a second.", "CancelAccepted",
+                             {"import_id": 42, "status": "cancelled"}),
+                "404": _response("NotFound"),
+                "409": _error("The import had already finished.", "already_finished",
+                              "Import 42 has already finished (completed)."),
+            },
+        })},
+        "/images": {"get": {
+            "operationId": "list_images", "tags": ["images"], "summary": "Stored images, newest first",
+            "parameters": [*page, _param("ImportFilter"), _param("SourceFilter"), _param("FolderFilter"),
+                           _param("MimeTypeFilter"), _param("NameSearch")],
+            "responses": {"200": _json("A page of images.", "ImageList",
+                                       {"images": [IMAGE_EXAMPLE], "next_cursor": None}),
+                          "400": _response("BadRequest")},
+        }},
+        "/images/{id}": {"get": {
+            "operationId": "get_image", "tags": ["images"], "summary": "An image's metadata",
+            "parameters": [_param("Id")],
+            "responses": {"200": _json("The image.", "Image", IMAGE_EXAMPLE), "404": _response("NotFound")},
+        }},
+        "/images/{id}/content": {"get": {
+            "operationId": "image_content", "tags": ["images"], "summary": "The original file",
+            "description": "Raster types browsers render are served inline; anything else as a download.",
+            "parameters": [_param("Id")],
+            "responses": _binary("The original bytes.", ["image/*", "application/octet-stream"]),
+        }},
+        "/images/{id}/thumbnail": {"get": {
+            "operationId": "image_thumbnail", "tags": ["images"], "summary": "A small WebP preview",
+            "parameters": [_param("Id")],
+            "responses": _binary("The thumbnail.", ["image/webp"]),
+        }},
+        "/healthz": {"get": {
+            "operationId": "healthz", "tags": ["operations"], "summary": "Liveness: the process answers",
+            "responses": {"200": _json("Alive.", "Health", {"status": "ok"})},
+        }},
+        "/readyz": {"get": {
+            "operationId": "readyz", "tags": ["operations"],
+            "summary": "Readiness: PostgreSQL, Redis and storage answer",
+            "responses": {
+                "200": _json("Ready.", "Ready",
+                             {"status": "ready", "checks": {"database": "ok", "redis": "ok", "storage": "ok"}}),
+                "503": _json("A dependency is unavailable.", "NotReady",
+                             {"error": {"code": "not_ready", "message": "unavailable: redis"},
+                              "checks": {"database": "ok", "redis": "unavailable: ConnectionError",
+                                         "storage": "ok"}}),
+            },
+        }},
+        "/metrics": {"get": {
+            "operationId": "metrics", "tags": ["operations"], "summary": "Prometheus metrics",
+            "responses": {"200": {"description": "The Prometheus text exposition format.",
+                                  "content": {"text/plain": {"schema": STRING}}}},
+        }},
+        "/openapi.json": {"get": {
+            "operationId": "openapi", "tags": ["operations"], "summary": "This document",
+            "responses": {"200": {"description": "The OpenAPI 3.1 document.",
+                                  "content": {JSON: {"schema": {"type": "object"}}}}},
+        }},
+    }
+
+
+def build_document(*, auth_required: bool) -> dict[str, Any]:
+    """The document; `auth_required` marks the write endpoints as needing the bearer token."""
+    operations = _operations(auth_required)
+    for path_item in operations.values():
+        for op in path_item.values():
+            op["responses"].setdefault("500", _response("Internal"))
+    auth_note = ("This server requires it." if auth_required
+                 else "This server has none set, so they are open.")
+    # A deep copy: the shared constants above must not change when a caller edits its document.
+    return copy.deepcopy({
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
+        "info": {
+            "title": "fotoowl",
+            "version": _version(),
+            "description": "Copies every image of a public Google Drive folder into S3-compatible storage, "
+                           "with metadata in PostgreSQL. Lists are keyset-paginated: pass `next_cursor` back "
+                           "as `cursor`. Write endpoints need `Authorization: Bearer <token>` when the "
+                           f"server sets FOTOOWL_API_TOKEN. {auth_note}",
+        },
+        "tags": [{"name": "imports"}, {"name": "images"}, {"name": "operations"}],
+        "paths": operations,
+        "components": {
+            "schemas": schemas(),
+            "responses": RESPONSES,
+            "parameters": PARAMETERS,
+            "securitySchemes": {"bearerAuth": {
+                "type": "http", "scheme": "bearer",
+                "description": "The value of FOTOOWL_API_TOKEN; only checked when the server sets one."}},
+        },
+    })
+
+
+def _version() -> str:
+    try:
+        return metadata.version("fotoowl")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+@functools.cache
+def _document_text(auth_required: bool) -> str:
+    return json.dumps(build_document(auth_required=auth_required), indent=1)
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    text = _document_text(bool(request.app[SETTINGS].api_token))
+    return web.Response(text=text, content_type="application/json")
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/openapi.json", openapi_json, name="openapi")
