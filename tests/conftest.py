@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
@@ -127,6 +128,13 @@ async def redis_url(servers: SessionServers) -> AsyncIterator[str]:
     finally:
         await client.aclose()
     yield servers.redis_url
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain HTTP client session, closed after the test."""
+    async with aiohttp.ClientSession() as session:
+        yield session
 
 
 @pytest.fixture

@@ -29,12 +29,6 @@ from fotoowl.testing.drive_emulator import (
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 def emu() -> DriveEmulator:
     return DriveEmulator(api_keys={API_KEY}, seed=11)
 

@@ -32,12 +32,6 @@ KEY = "test-key"
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 def emu() -> DriveEmulator:
     return DriveEmulator(api_keys={KEY}, seed=7)
 
