@@ -13,7 +13,7 @@ from conftest import RunningEmulator, wait_for_import
 from fotoowl.config import Secret, Settings
 from fotoowl.testing.drive_emulator import Fault
 from fotoowl.web.app import DEMO_FOLDER_URL, create_app
-from fotoowl.web.views import CSRF_COOKIE, UNLOCK_COOKIE
+from fotoowl.web.security import CSRF_COOKIE, UNLOCK_COOKIE
 
 HOSTILE = "<script>alert(1)</script>.png"
 

@@ -68,7 +68,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 def _error_response(request: web.Request, status: int, code: str, message: str) -> web.StreamResponse:
     if _wants_html(request):
-        from fotoowl.web.views import render_error
+        from fotoowl.web.templating import render_error
 
         return render_error(request, status, message)
     return web.json_response(error_body(code, message), status=status)

@@ -97,11 +97,11 @@ async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings, *, run_worker: bool | None = None) -> web.Application:
-    from fotoowl.web import api, openapi, ops, views
+    from fotoowl.web import api, openapi, ops, templating, views
 
     app = web.Application(middlewares=[api.error_middleware], client_max_size=64 * 1024)
     app[SETTINGS] = settings
-    app[TEMPLATES] = views.make_templates()
+    app[TEMPLATES] = templating.make_templates()
     app.cleanup_ctx.extend([_db_ctx, _arq_ctx, _storage_ctx, _http_ctx])
     if settings.embedded_workers if run_worker is None else run_worker:
         app.cleanup_ctx.append(_worker_ctx)

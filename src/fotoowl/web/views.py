@@ -3,237 +3,38 @@
 Every page works without JavaScript: forms post and redirect (303), live fragments fall back to a
 meta refresh, infinite scroll falls back to a "More" link. htmx only swaps fragments in place.
 
-Write actions (import, retry, cancel) need the CSRF token of the client's cookie in the form and,
-when FOTOOWL_API_TOKEN is set, an "unlocked" UI: the user typed the token once at /ui/unlock and
-holds a cookie derived from it.
+Form protection lives in `security.py`, template plumbing in `templating.py`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
-from datetime import datetime
-from functools import lru_cache
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import asyncpg
-import jinja2
 from aiohttp import web
 
 from fotoowl import importer
 from fotoowl.web import api
-from fotoowl.web.app import ARQ, DB, DEMO_FOLDER_URL, SETTINGS, TEMPLATES, static_dir, templates_dir
+from fotoowl.web.app import ARQ, DB, DEMO_FOLDER_URL, SETTINGS, static_dir
+from fotoowl.web.security import (
+    UNLOCK_COOKIE,
+    UNLOCK_MAX_AGE_S,
+    checked_form,
+    is_unlocked,
+    require_unlocked,
+    unlock_value,
+)
+from fotoowl.web.templating import render, see_other
 
-CSRF_COOKIE = "fotoowl_csrf"
-CSRF_FIELD = "csrf_token"
-UNLOCK_COOKIE = "fotoowl_unlock"
-UNLOCK_MAX_AGE_S = 30 * 24 * 3600
+# --- CSRF and the access token --------------------------------------------------------------------
+
 RECENT_IMPORTS = 20
 GRID_PAGE = 48
 GRID_PAGE_MAX = 120
 FAILURES_PAGE = 50
 FILTER_IMPORTS = 100
-
-_CSRF = web.RequestKey("csrf_token", str)
-_CSRF_IS_NEW = web.RequestKey("csrf_is_new", bool)
-
-STATUS_LABELS = {
-    "queued": "Queued",
-    "listing": "Listing files",
-    "running": "Copying",
-    "completed": "Completed",
-    "completed_with_errors": "Completed with errors",
-    "failed": "Failed",
-    "cancelled": "Cancelled",
-}
-_KIND_LABELS = {
-    "jpeg": "JPEG",
-    "svg+xml": "SVG",
-    "vnd.adobe.photoshop": "PSD",
-    "vnd.microsoft.icon": "ICO",
-    "x-icon": "ICO",
-    "octet-stream": "FILE",
-}
-
-
-# --- templates ----------------------------------------------------------------------------------
-
-
-def make_templates() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir()),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        enable_async=False,
-    )
-    env.filters.update(
-        bytes=format_bytes,
-        duration=format_duration,
-        when=format_when,
-        kind=file_kind,
-        status_label=lambda status: STATUS_LABELS.get(status, status),
-    )
-    env.globals.update(static=static_url, htmx=(static_dir() / "vendor" / "htmx.min.js").is_file())
-    return env
-
-
-@lru_cache(maxsize=64)
-def static_url(name: str) -> str:
-    """A URL with a content hash, so browsers may cache assets and still see a changed file."""
-    try:
-        digest = hashlib.sha256((static_dir() / name).read_bytes()).hexdigest()[:10]
-    except OSError:
-        return f"/static/{name}"
-    return f"/static/{name}?v={digest}"
-
-
-def format_bytes(value: int | None) -> str:
-    if value is None:
-        return "—"
-    size = float(value)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    total = round(seconds)
-    if total < 60:
-        return f"{total} s"
-    minutes, secs = divmod(total, 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
-def format_when(iso: str | None) -> str:
-    if not iso:
-        return "—"
-    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def file_kind(mime_type: str) -> str:
-    """A short label such as JPEG or HEIC for placeholders of images without a preview."""
-    subtype = mime_type.partition("/")[2].lower()
-    if subtype in _KIND_LABELS:
-        return _KIND_LABELS[subtype]
-    subtype = subtype.removeprefix("x-").split("+")[0]
-    label = subtype.replace(".", "-").rsplit("-", 1)[-1].upper()
-    return label[:5] if label else "FILE"
-
-
-# --- rendering ----------------------------------------------------------------------------------
-
-
-def csrf_token(request: web.Request) -> str:
-    """The client's token from its cookie, or a new one that `render` will set as the cookie."""
-    if _CSRF in request:
-        return request[_CSRF]
-    token = request.cookies.get(CSRF_COOKIE, "")
-    is_new = not (32 <= len(token) <= 128 and token.isascii())
-    if is_new:
-        token = secrets.token_urlsafe(32)
-    request[_CSRF] = token
-    request[_CSRF_IS_NEW] = is_new
-    return token
-
-
-def _finish(request: web.Request, response: web.Response) -> web.Response:
-    if request.get(_CSRF_IS_NEW):
-        response.set_cookie(CSRF_COOKIE, request[_CSRF], httponly=True, samesite="Lax", path="/", secure=request.secure)
-    # Live status and per-client tokens: never serve a page from a cache.
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "same-origin"
-    response.headers["Content-Security-Policy"] = _csp(request)
-    return response
-
-
-def _csp(request: web.Request) -> str:
-    # Defence in depth behind autoescaping: no inline script, nothing from other origins, except
-    # presigned image URLs pointing at the S3 endpoint.
-    img_src = "'self' data:"
-    settings = request.app[SETTINGS]
-    if settings.presign_downloads:
-        endpoint = urlsplit(settings.s3_endpoint_url)
-        img_src += f" {endpoint.scheme}://{endpoint.netloc}" if endpoint.netloc else " https:"
-    return (
-        f"default-src 'self'; img-src {img_src}; script-src 'self'; style-src 'self'; "
-        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-    )
-
-
-def render(request: web.Request, template: str, status: int = 200, **context: object) -> web.Response:
-    html = (
-        request.app[TEMPLATES]
-        .get_template(template)
-        .render(
-            request=request,
-            csrf_token=csrf_token(request),
-            csrf_field=CSRF_FIELD,
-            token_required=bool(request.app[SETTINGS].api_token),
-            unlocked=is_unlocked(request),
-            **context,
-        )
-    )
-    return _finish(request, web.Response(text=html, status=status, content_type="text/html"))
-
-
-def render_error(request: web.Request, status: int, message: str) -> web.Response:
-    return render(request, "error.html", status=status, status_code=status, message=message)
-
-
-def see_other(request: web.Request, location: str) -> web.Response:
-    """A 303 after a POST (returned, not raised, so cookies set on it survive)."""
-    response = web.Response(status=303, headers={"Location": location})
-    return _finish(request, response)
-
-
-# --- CSRF and the access token --------------------------------------------------------------------
-
-
-async def checked_form(request: web.Request) -> dict[str, str]:
-    """The POSTed text fields, once their CSRF token matches the cookie's; 403 otherwise."""
-    form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
-    cookie = request.cookies.get(CSRF_COOKIE, "")
-    sent = form.get(CSRF_FIELD, "")
-    if not (cookie and hmac.compare_digest(cookie.encode(), sent.encode())):
-        raise api.ApiError(
-            403,
-            "csrf_failed",
-            "This form has expired or came from another site. Go back, reload the page and try again.",
-        )
-    return form
-
-
-def _unlock_value(token: str) -> str:
-    # Derived from, never equal to, the token: a leaked cookie does not reveal the API token, and
-    # changing the token locks every browser out again.
-    return hmac.new(token.encode(), b"fotoowl-ui-unlock-v1", hashlib.sha256).hexdigest()
-
-
-def is_unlocked(request: web.Request) -> bool:
-    token = request.app[SETTINGS].api_token
-    if not token:
-        return True
-    cookie = request.cookies.get(UNLOCK_COOKIE, "")
-    return hmac.compare_digest(cookie.encode(), _unlock_value(token.get()).encode())
-
-
-def require_unlocked(request: web.Request) -> None:
-    if not is_unlocked(request):
-        raise api.ApiError(
-            401,
-            "unauthorized",
-            "This server needs its access token (FOTOOWL_API_TOKEN) before it imports, retries or cancels anything.",
-        )
 
 
 def _local_path(value: str | None) -> str:
@@ -263,7 +64,7 @@ async def unlock(request: web.Request) -> web.Response:
     response = see_other(request, next_path)
     response.set_cookie(
         UNLOCK_COOKIE,
-        _unlock_value(token.get()),
+        unlock_value(token.get()),
         httponly=True,
         samesite="Lax",
         path="/",
