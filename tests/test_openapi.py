@@ -251,7 +251,7 @@ async def test_real_answers_fit_the_document(client: Any, drive: RunningEmulator
     status, one = await contract.call(client, "GET", "/images/{id}", f"/images/{image['id']}")
     assert status == 200 and one == image
     for path, url, expected in (("/images/{id}/content", image["url"], "image/jpeg"),
-                                ("/images/{id}/thumbnail", image["thumbnail_url"], "image/webp"),
+                                ("/images/{id}/thumbnail", image["thumbnail_url"], "image/jpeg"),
                                 ("/images/{id}/content", by_name["d.heic"]["url"], "application/octet-stream")):
         resp = await client.get(url, allow_redirects=False)
         assert resp.status == 200

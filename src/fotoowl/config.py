@@ -81,6 +81,8 @@ class Settings:
     # through the app (only when browsers can reach the S3 endpoint).
     presign_downloads: bool = False
     thumbnail_px: int = 320
+    thumbnail_threads: int = 1
+    thumbnail_backlog_bytes: int = 64 * 1024 * 1024
     db_pool_size: int = 10
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "INFO"
@@ -133,7 +135,8 @@ class Settings:
         if self.part_size_bytes < 5 * 1024 * 1024:
             raise ConfigError(f"{PREFIX}PART_SIZE_BYTES must be at least 5 MiB (5242880)")
         for name in ("files_in_flight", "chunk_size_bytes", "batch_size", "lease_s", "max_attempts",
-                     "drive_burst", "job_timeout_s", "db_pool_size"):
+                     "drive_burst", "job_timeout_s", "db_pool_size", "thumbnail_threads",
+                     "thumbnail_backlog_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
         if self.retry_backoff_s < 0:

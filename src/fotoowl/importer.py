@@ -15,7 +15,8 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +36,8 @@ from fotoowl.drive import (
     SkippedFile,
 )
 from fotoowl.metrics import BYTES_TRANSFERRED, FILES, TRANSFER_SECONDS
-from fotoowl.storage import ChecksumMismatch, Storage
+from fotoowl.storage import MIN_PART_SIZE_BYTES, ChecksumMismatch, Storage, StoredObject
+from fotoowl.thumbnails import CONTENT_TYPE as THUMBNAIL_CONTENT_TYPE
 from fotoowl.thumbnails import make_thumbnail
 
 log = logging.getLogger("fotoowl.importer")
@@ -61,9 +63,41 @@ class Deps:
     drive: DriveClient
     # Bounds files in flight for the whole process, across all jobs.
     semaphore: asyncio.Semaphore = field(init=False)
+    # Previews are CPU work: their own threads, so they never starve the event loop of cores,
+    # and a bounded backlog of bodies waiting for them.
+    thumbnail_executor: ThreadPoolExecutor = field(init=False)
+    thumbnail_backlog: ByteBudget = field(init=False)
 
     def __post_init__(self) -> None:
         self.semaphore = asyncio.Semaphore(self.settings.files_in_flight)
+        self.thumbnail_executor = ThreadPoolExecutor(self.settings.thumbnail_threads,
+                                                     thread_name_prefix="fotoowl-thumbnail")
+        self.thumbnail_backlog = ByteBudget(self.settings.thumbnail_backlog_bytes)
+
+    def close(self) -> None:
+        self.thumbnail_executor.shutdown(wait=False, cancel_futures=True)
+
+
+class ByteBudget:
+    """Admits holders while their bytes fit under a limit; a holder larger than the limit waits for
+    the budget to empty and then takes all of it, so progress never deadlocks."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self.used_bytes = 0
+        self._changed = asyncio.Condition()
+
+    async def acquire(self, size_bytes: int) -> int:
+        size_bytes = min(max(size_bytes, 1), self.limit_bytes)
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.used_bytes + size_bytes <= self.limit_bytes)
+            self.used_bytes += size_bytes
+        return size_bytes
+
+    async def release(self, size_bytes: int) -> None:
+        async with self._changed:
+            self.used_bytes -= size_bytes
+            self._changed.notify_all()
 
 
 # --- keys ---------------------------------------------------------------------------------------
@@ -77,7 +111,7 @@ def object_key(settings: Settings, file_id: str, mime_type: str) -> str:
 
 def thumbnail_key(settings: Settings, file_id: str) -> str:
     safe_id = file_id if _SAFE_ID.match(file_id) else uuid.uuid5(uuid.NAMESPACE_URL, file_id).hex
-    return f"{settings.s3_prefix_normalised}thumbnails/{SOURCE}/{safe_id}.webp"
+    return f"{settings.s3_prefix_normalised}thumbnails/{SOURCE}/{safe_id}.jpg"
 
 
 def _extension(mime_type: str) -> str:
@@ -269,7 +303,7 @@ async def list_import(deps: Deps, import_id: int) -> None:
         import_id,
     )
     log.info("listing finished", extra={**extra, "pages": pages})
-    await finalise(deps.pool, import_id)
+    await finalise(deps, import_id)
 
 
 async def fail_import(pool: asyncpg.Pool, import_id: int, code: str, message: str) -> None:
@@ -282,9 +316,9 @@ async def fail_import(pool: asyncpg.Pool, import_id: int, code: str, message: st
     log.warning("import failed: %s", message, extra={"import_id": import_id, "code": code})
 
 
-async def finalise(pool: asyncpg.Pool, import_id: int) -> str | None:
+async def finalise(deps: Deps, import_id: int) -> str | None:
     """Close the import once listing is over and no item is left to move; safe to call any time."""
-    status: str | None = await pool.fetchval(
+    status: str | None = await deps.pool.fetchval(
         """UPDATE imports SET status = CASE WHEN failed_count > 0 THEN 'completed_with_errors'
                                             ELSE 'completed' END,
                   finished_at = now(), updated_at = now()
@@ -296,7 +330,33 @@ async def finalise(pool: asyncpg.Pool, import_id: int) -> str | None:
     )
     if status:
         log.info("import finished: %s", status, extra={"import_id": import_id})
+        await abort_orphan_uploads(deps, import_id)
     return status
+
+
+async def abort_orphan_uploads(deps: Deps, import_id: int) -> int:
+    """Abort multipart uploads still open on this import's keys once nothing of it is in flight.
+
+    A worker killed between creating an upload and recording its id leaves one nobody knows of.
+    """
+    rows = await deps.pool.fetch(
+        # Not while another import of the same file has it in flight: that upload is alive.
+        """SELECT file_id, mime_type FROM import_items i
+           WHERE import_id = $1 AND size_bytes > $2
+             AND NOT EXISTS (SELECT 1 FROM import_items o WHERE o.file_id = i.file_id AND o.status = 'in_progress')""",
+        import_id, MIN_PART_SIZE_BYTES,
+    )
+    if not rows:
+        return 0
+    keys = {object_key(deps.settings, r["file_id"], r["mime_type"]) for r in rows}
+    aborted = 0
+    for upload in await deps.storage.open_uploads(f"{deps.settings.s3_prefix_normalised}{SOURCE}/"):
+        if upload.key in keys:
+            await deps.storage.abort_upload(upload.key, upload.upload_id)
+            aborted += 1
+    if aborted:
+        log.warning("aborted %d orphaned multipart uploads", aborted, extra={"import_id": import_id})
+    return aborted
 
 
 # --- transfers ------------------------------------------------------------------------------------
@@ -466,7 +526,7 @@ async def transfer_import(deps: Deps, import_id: int) -> int:
             break
         log.info("batch claimed", extra={"import_id": import_id, "items": len(items)})
         moved += await _transfer_batch(deps, import_id, token, items)
-    await finalise(deps.pool, import_id)
+    await finalise(deps, import_id)
     return moved
 
 
@@ -552,30 +612,28 @@ async def _watch(deps: Deps, import_id: int, token: uuid.UUID, tasks: set[asynci
 
 
 async def _copy_item(deps: Deps, item: asyncpg.Record, token: uuid.UUID) -> Copied | CopyFailed:
-    async with deps.semaphore:
-        extra = {"import_id": item["import_id"], "file_id": item["file_id"]}
-        started = time.monotonic()
-        try:
-            copied = await _copy(deps, item, token)
-        except DriveError as exc:
-            outcome = CopyFailed(item["id"], exc.reason or f"http_{exc.status}", str(exc),
-                                                      exc.transient)
-        except ChecksumMismatch as exc:
-            outcome = CopyFailed(item["id"], "md5_mismatch", str(exc), transient=True)
-        except (ClientError, BotoCoreError) as exc:
-            outcome = CopyFailed(item["id"], "storage_error", f"storage: {exc}", transient=True)
-        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-            outcome = CopyFailed(item["id"], "network_error", f"{type(exc).__name__}: {exc}", transient=True)
-        except SizeMismatch as exc:
-            outcome = CopyFailed(item["id"], "size_mismatch", str(exc), transient=True)
-        else:
-            TRANSFER_SECONDS.observe(time.monotonic() - started)
-            BYTES_TRANSFERRED.inc(copied.size_bytes)
-            FILES.labels("imported", "").inc()
-            log.debug("file copied", extra={**extra, "bytes": copied.size_bytes})
-            return copied
-        log.warning("copy failed: %s", outcome.message, extra={**extra, "code": outcome.code})
-        return outcome
+    extra = {"import_id": item["import_id"], "file_id": item["file_id"]}
+    started = time.monotonic()
+    try:
+        copied = await _copy(deps, item, token)
+    except DriveError as exc:
+        outcome = CopyFailed(item["id"], exc.reason or f"http_{exc.status}", str(exc), exc.transient)
+    except ChecksumMismatch as exc:
+        outcome = CopyFailed(item["id"], "md5_mismatch", str(exc), transient=True)
+    except (ClientError, BotoCoreError) as exc:
+        outcome = CopyFailed(item["id"], "storage_error", f"storage: {exc}", transient=True)
+    except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+        outcome = CopyFailed(item["id"], "network_error", f"{type(exc).__name__}: {exc}", transient=True)
+    except SizeMismatch as exc:
+        outcome = CopyFailed(item["id"], "size_mismatch", str(exc), transient=True)
+    else:
+        TRANSFER_SECONDS.observe(time.monotonic() - started)
+        BYTES_TRANSFERRED.inc(copied.size_bytes)
+        FILES.labels("imported", "").inc()
+        log.debug("file copied", extra={**extra, "bytes": copied.size_bytes})
+        return copied
+    log.warning("copy failed: %s", outcome.message, extra={**extra, "code": outcome.code})
+    return outcome
 
 
 class SizeMismatch(Exception):
@@ -583,8 +641,32 @@ class SizeMismatch(Exception):
 
 
 async def _copy(deps: Deps, item: asyncpg.Record, token: uuid.UUID) -> Copied:
-    settings, storage = deps.settings, deps.storage
+    settings = deps.settings
     key = object_key(settings, item["file_id"], item["mime_type"])
+    size = int(item["size_bytes"])
+    wants_thumbnail = settings.thumbnail_px > 0 and 0 < size <= _THUMBNAIL_MAX_SOURCE_BYTES
+    await deps.semaphore.acquire()
+    held_bytes = 0
+    try:
+        stored = await _upload(deps, item, token, key, size)
+        if wants_thumbnail:
+            # Reserve room in the thumbnail backlog before giving up the transfer slot: when
+            # previews fall behind, transfers wait instead of piling bodies up in memory.
+            held_bytes = await deps.thumbnail_backlog.acquire(len(stored.body) if stored.body else 0)
+    finally:
+        deps.semaphore.release()
+    thumb_key = width = height = None
+    if wants_thumbnail:
+        try:
+            thumb_key, width, height = await _thumbnail(deps, item, key, stored)
+        finally:
+            await deps.thumbnail_backlog.release(held_bytes)
+    return Copied(item["id"], key, stored.storage_path, thumb_key, stored.md5_hex, stored.size_bytes,
+                  width, height)
+
+
+async def _upload(deps: Deps, item: asyncpg.Record, token: uuid.UUID, key: str, size: int) -> StoredObject:
+    storage = deps.storage
     if item["upload_id"]:
         # A worker died mid-upload on this item: close what it left open.
         await storage.abort_upload(key, item["upload_id"])
@@ -593,50 +675,43 @@ async def _copy(deps: Deps, item: asyncpg.Record, token: uuid.UUID) -> Copied:
         await deps.pool.execute("UPDATE import_items SET upload_id = $2 WHERE id = $1 AND lease_token = $3",
                                 item["id"], upload_id, token)
 
-    size = int(item["size_bytes"])
-    keep_for_thumbnail = size <= settings.part_size_bytes
-    kept: list[bytes] = []
     download = deps.drive.download(item["file_id"], resource_key=item["resource_key"],
-                                   chunk_size_bytes=settings.chunk_size_bytes, expected_size_bytes=size)
-
-    async def body() -> AsyncIterator[bytes]:
-        async for chunk in download:
-            if keep_for_thumbnail:
-                kept.append(chunk)
-            yield chunk
-
+                                   chunk_size_bytes=deps.settings.chunk_size_bytes, expected_size_bytes=size)
     try:
-        stored = await storage.upload(key, body(), content_type=item["mime_type"],
+        stored = await storage.upload(key, download, content_type=item["mime_type"],
                                       expected_md5=item["md5"], size_hint_bytes=size or None,
                                       on_multipart_start=remember_upload)
     finally:
         await download.aclose()
     if size and stored.size_bytes != size:
         raise SizeMismatch(f"Drive says {size} bytes, received {stored.size_bytes}")
-    thumb_key, width, height = await _thumbnail(deps, item, key, b"".join(kept) if kept else None,
-                                                stored.size_bytes)
-    return Copied(item["id"], key, stored.storage_path, thumb_key, stored.md5_hex, stored.size_bytes,
-                  width, height)
+    return stored
 
 
-async def _thumbnail(deps: Deps, item: asyncpg.Record, key: str, data: bytes | None,
-                     size: int) -> tuple[str | None, int | None, int | None]:
+async def _thumbnail(deps: Deps, item: asyncpg.Record, key: str,
+                     stored: StoredObject) -> tuple[str | None, int | None, int | None]:
+    """A preview from the body still in memory, or read back when it went up in parts; never fatal."""
     settings = deps.settings
-    if settings.thumbnail_px <= 0 or size == 0 or size > _THUMBNAIL_MAX_SOURCE_BYTES:
+    loop = asyncio.get_running_loop()
+    try:
+        if stored.body is not None:
+            thumb = await loop.run_in_executor(deps.thumbnail_executor, make_thumbnail, stored.body,
+                                               settings.thumbnail_px)
+        else:
+            with tempfile.SpooledTemporaryFile(max_size=settings.part_size_bytes) as spool:
+                async for chunk in deps.storage.stream(key):
+                    spool.write(chunk)
+                spool.seek(0)
+                thumb = await loop.run_in_executor(deps.thumbnail_executor, make_thumbnail, spool,
+                                                   settings.thumbnail_px)
+        if thumb is None:
+            return None, None, None
+        tkey = thumbnail_key(settings, item["file_id"])
+        await deps.storage.put_bytes(tkey, thumb.data, content_type=THUMBNAIL_CONTENT_TYPE)
+    except (ClientError, BotoCoreError, OSError) as exc:
+        # The original is safely stored; a missing preview shows as a placeholder.
+        log.warning("thumbnail failed: %s", exc, extra={"file_id": item["file_id"]})
         return None, None, None
-    if data is not None:
-        thumb = await asyncio.to_thread(make_thumbnail, data, settings.thumbnail_px)
-    else:
-        # Too large to have kept in memory: read it back into a temp file that spills to disk.
-        with tempfile.SpooledTemporaryFile(max_size=settings.part_size_bytes) as spool:
-            async for chunk in deps.storage.stream(key):
-                spool.write(chunk)
-            spool.seek(0)
-            thumb = await asyncio.to_thread(make_thumbnail, spool, settings.thumbnail_px)  # type: ignore[arg-type]
-    if thumb is None:
-        return None, None, None
-    tkey = thumbnail_key(settings, item["file_id"])
-    await deps.storage.put_bytes(tkey, thumb.data, content_type="image/webp")
     return tkey, thumb.width, thumb.height
 
 
@@ -666,7 +741,7 @@ async def sweep(deps: Deps) -> None:
         await enqueue_transfers(deps.redis, row["import_id"], f"sweep{tick}",
                                 _lanes(row["n"], settings.batch_size))
     for row in await deps.pool.fetch("SELECT id FROM imports WHERE status = 'running'"):
-        await finalise(deps.pool, row["id"])
+        await finalise(deps, row["id"])
     await _close_abandoned(deps)
 
 

@@ -54,6 +54,8 @@ class StoredObject:
     md5_hex: str
     storage_path: str
     multipart: bool
+    # The bytes themselves when they went up in one request (they were in memory anyway).
+    body: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +162,8 @@ class S3Storage(Storage):
                 Bucket=self.bucket, Key=key, Body=first, ContentType=content_type,
                 ContentMD5=base64.b64encode(md5.digest()).decode(),
             )
-            return StoredObject(key, len(first), md5.hexdigest(), self.location(key), multipart=False)
+            return StoredObject(key, len(first), md5.hexdigest(), self.location(key), multipart=False,
+                                body=first)
         return await self._multipart(key, stream, first, leftover, part_size, content_type=content_type,
                                      expected_md5=expected_md5, on_multipart_start=on_multipart_start)
 

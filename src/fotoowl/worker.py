@@ -84,7 +84,9 @@ async def open_deps(settings: AppSettings) -> AsyncIterator[importer.Deps]:
         stack.push_async_callback(redis.aclose)
         storage = await stack.enter_async_context(open_storage(settings))
         session = await stack.enter_async_context(http_session(settings))
-        yield make_deps(settings, pool, redis, storage, session)
+        deps = make_deps(settings, pool, redis, storage, session)
+        stack.callback(deps.close)
+        yield deps
 
 
 def _deps(ctx: dict[str, Any]) -> importer.Deps:

@@ -353,7 +353,7 @@ async def image_thumbnail(request: web.Request) -> web.StreamResponse:
     row = await fetch_image(request)
     if not row["thumbnail_key"]:
         raise ApiError(404, "no_thumbnail", "This image has no thumbnail (its format could not be decoded).")
-    return await _serve_object(request, row["thumbnail_key"], "image/webp", row["name"] + ".webp")
+    return await _serve_object(request, row["thumbnail_key"], "image/jpeg", row["name"] + ".jpg")
 
 
 def _disposition(mime_type: str, name: str) -> str:

@@ -77,6 +77,7 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         app[HTTP] = session
         app[DEPS] = worker_mod.make_deps(app[SETTINGS], app[DB], app[ARQ], app[STORAGE], session)
         yield
+        app[DEPS].close()
 
 
 async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:

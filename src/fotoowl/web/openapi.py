@@ -348,7 +348,7 @@ def _operations(auth_required: bool) -> dict[str, dict[str, Schema]]:
         "/images/{id}/thumbnail": {"get": {
             "operationId": "image_thumbnail", "tags": ["images"], "summary": "A small WebP preview",
             "parameters": [_param("Id")],
-            "responses": _binary("The thumbnail.", ["image/webp"]),
+            "responses": _binary("The thumbnail (JPEG).", ["image/jpeg"]),
         }},
         "/healthz": {"get": {
             "operationId": "healthz", "tags": ["operations"], "summary": "Liveness: the process answers",
