@@ -64,7 +64,10 @@ class Settings:
     api_token: Secret = field(default_factory=lambda: Secret(""))
     data_dir: Path = Path(".fotoowl")
     # Pipeline tuning.
-    files_in_flight: int = 16
+    # Transfers are latency-bound (two Drive round trips a file): concurrency is what buys speed,
+    # and transfer_memory_bytes, not the file count, is what bounds memory.
+    files_in_flight: int = 32
+    transfer_memory_bytes: int = 128 * 1024 * 1024
     part_size_bytes: int = 8 * 1024 * 1024
     chunk_size_bytes: int = 1024 * 1024
     batch_size: int = 200
@@ -82,7 +85,6 @@ class Settings:
     presign_downloads: bool = False
     thumbnail_px: int = 320
     thumbnail_threads: int = 1
-    thumbnail_backlog_bytes: int = 64 * 1024 * 1024
     db_pool_size: int = 10
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "INFO"
@@ -136,7 +138,7 @@ class Settings:
             raise ConfigError(f"{PREFIX}PART_SIZE_BYTES must be at least 5 MiB (5242880)")
         for name in ("files_in_flight", "chunk_size_bytes", "batch_size", "lease_s", "max_attempts",
                      "drive_burst", "job_timeout_s", "db_pool_size", "thumbnail_threads",
-                     "thumbnail_backlog_bytes"):
+                     "transfer_memory_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
         if self.retry_backoff_s < 0:

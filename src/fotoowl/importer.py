@@ -36,7 +36,7 @@ from fotoowl.drive import (
     SkippedFile,
 )
 from fotoowl.metrics import BYTES_TRANSFERRED, FILES, TRANSFER_SECONDS
-from fotoowl.storage import MIN_PART_SIZE_BYTES, ChecksumMismatch, Storage, StoredObject
+from fotoowl.storage import MIN_PART_SIZE_BYTES, ChecksumMismatch, Storage, StoredObject, part_size_for
 from fotoowl.thumbnails import CONTENT_TYPE as THUMBNAIL_CONTENT_TYPE
 from fotoowl.thumbnails import make_thumbnail
 
@@ -63,16 +63,16 @@ class Deps:
     drive: DriveClient
     # Bounds files in flight for the whole process, across all jobs.
     semaphore: asyncio.Semaphore = field(init=False)
-    # Previews are CPU work: their own threads, so they never starve the event loop of cores,
-    # and a bounded backlog of bodies waiting for them.
+    # Bounds the file bodies held in memory (in transfer or waiting for their thumbnail).
+    transfer_memory: ByteBudget = field(init=False)
+    # Previews are CPU work on their own thread(s), so they cannot take every core from the loop.
     thumbnail_executor: ThreadPoolExecutor = field(init=False)
-    thumbnail_backlog: ByteBudget = field(init=False)
 
     def __post_init__(self) -> None:
         self.semaphore = asyncio.Semaphore(self.settings.files_in_flight)
         self.thumbnail_executor = ThreadPoolExecutor(self.settings.thumbnail_threads,
                                                      thread_name_prefix="fotoowl-thumbnail")
-        self.thumbnail_backlog = ByteBudget(self.settings.thumbnail_backlog_bytes)
+        self.transfer_memory = ByteBudget(self.settings.transfer_memory_bytes)
 
     def close(self) -> None:
         self.thumbnail_executor.shutdown(wait=False, cancel_futures=True)
@@ -645,22 +645,29 @@ async def _copy(deps: Deps, item: asyncpg.Record, token: uuid.UUID) -> Copied:
     key = object_key(settings, item["file_id"], item["mime_type"])
     size = int(item["size_bytes"])
     wants_thumbnail = settings.thumbnail_px > 0 and 0 < size <= _THUMBNAIL_MAX_SOURCE_BYTES
+    part_size = part_size_for(size, settings.part_size_bytes)
+    # What this file can hold in memory: its body if it goes up in one request, else a part and the
+    # overshoot of the chunk that completed it. Kept through the thumbnail, which reads that body.
+    memory_bytes = size if size < part_size else 2 * part_size
     await deps.semaphore.acquire()
-    held_bytes = 0
     try:
-        stored = await _upload(deps, item, token, key, size)
-        if wants_thumbnail:
-            # Reserve room in the thumbnail backlog before giving up the transfer slot: when
-            # previews fall behind, transfers wait instead of piling bodies up in memory.
-            held_bytes = await deps.thumbnail_backlog.acquire(len(stored.body) if stored.body else 0)
+        # Slot first, then memory; a holder of memory alone (making a thumbnail) never waits for a
+        # slot, so the two limits cannot deadlock.
+        held_bytes = await deps.transfer_memory.acquire(memory_bytes)
+        try:
+            stored = await _upload(deps, item, token, key, size)
+        except BaseException:
+            await deps.transfer_memory.release(held_bytes)
+            raise
     finally:
+        # The slot goes back before the thumbnail: previews never hold up transfers, only memory can.
         deps.semaphore.release()
     thumb_key = width = height = None
-    if wants_thumbnail:
-        try:
+    try:
+        if wants_thumbnail:
             thumb_key, width, height = await _thumbnail(deps, item, key, stored)
-        finally:
-            await deps.thumbnail_backlog.release(held_bytes)
+    finally:
+        await deps.transfer_memory.release(held_bytes)
     return Copied(item["id"], key, stored.storage_path, thumb_key, stored.md5_hex, stored.size_bytes,
                   width, height)
 
@@ -676,7 +683,8 @@ async def _upload(deps: Deps, item: asyncpg.Record, token: uuid.UUID, key: str, 
                                 item["id"], upload_id, token)
 
     download = deps.drive.download(item["file_id"], resource_key=item["resource_key"],
-                                   chunk_size_bytes=deps.settings.chunk_size_bytes, expected_size_bytes=size)
+                                   chunk_size_bytes=deps.settings.chunk_size_bytes, expected_size_bytes=size,
+                                   compute_md5=False)
     try:
         stored = await storage.upload(key, download, content_type=item["mime_type"],
                                       expected_md5=item["md5"], size_hint_bytes=size or None,

@@ -156,7 +156,7 @@ class S3Storage(Storage):
         first, leftover = await _read_part(stream, b"", part_size)
         if not leftover and len(first) < part_size:
             # The whole body fits in one part: one request.
-            md5 = hashlib.md5(first)
+            md5 = await _md5(first)
             _check(expected_md5, md5.hexdigest())
             await self.client.put_object(
                 Bucket=self.bucket, Key=key, Body=first, ContentType=content_type,
@@ -183,8 +183,8 @@ class S3Storage(Storage):
             while part:
                 if len(parts) >= MAX_PARTS:
                     raise ValueError(f"{key}: more than {MAX_PARTS} parts; the size hint was far too low")
-                whole_md5.update(part)
-                part_md5 = hashlib.md5(part).digest()
+                await _update(whole_md5, part)
+                part_md5 = (await _md5(part)).digest()
                 answer = await self.client.upload_part(
                     Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=len(parts) + 1, Body=part,
                     ContentMD5=base64.b64encode(part_md5).decode(),
@@ -364,6 +364,24 @@ class FileStorage(Storage):
             raise PermissionError(f"storage root {self.root} is not writable")
 
 
+# hashlib releases the GIL on large buffers: hashing them in a thread keeps the event loop
+# (and the API it serves) responsive while megabytes go through.
+_HASH_IN_THREAD_BYTES = 256 * 1024
+
+
+async def _md5(data: bytes) -> hashlib._Hash:
+    if len(data) < _HASH_IN_THREAD_BYTES:
+        return hashlib.md5(data)
+    return await asyncio.to_thread(hashlib.md5, data)
+
+
+async def _update(digest: hashlib._Hash, data: bytes) -> None:
+    if len(data) < _HASH_IN_THREAD_BYTES:
+        digest.update(data)
+    else:
+        await asyncio.to_thread(digest.update, data)
+
+
 def _check(expected_md5: str | None, actual: str) -> None:
     if expected_md5 and expected_md5.lower() != actual:
         raise ChecksumMismatch(expected_md5.lower(), actual)
@@ -376,7 +394,9 @@ def _error_code(exc: ClientError) -> str:
 def s3_config(max_connections: int) -> AioConfig:
     return AioConfig(
         signature_version="s3v4",
-        s3={"addressing_style": "path"},
+        # Content-MD5 already guards every body; without this botocore also SHA-256-hashes each body
+        # in the event loop whenever the endpoint is plain http (as local S3 servers usually are).
+        s3={"addressing_style": "path", "payload_signing_enabled": False},
         # Several S3-compatible servers mishandle botocore's default CRC checksums; we send Content-MD5.
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
