@@ -5,10 +5,13 @@ Job payloads are import ids, serialised as JSON. Every job is idempotent: arq de
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -165,7 +168,7 @@ class Settings:
 
 
 def embedded_worker(deps: importer.Deps, settings: AppSettings, redis: ArqRedis) -> Worker:
-    """The same worker, run as a task inside the web app's event loop."""
+    """The same worker as the CLI's, built to run inside an event loop we own."""
     return Worker(
         functions=FUNCTIONS,
         cron_jobs=CRON_JOBS,
@@ -182,3 +185,66 @@ def embedded_worker(deps: importer.Deps, settings: AppSettings, redis: ArqRedis)
         allow_abort_jobs=True,
         handle_signals=False,
     )
+
+
+class EmbeddedWorker:
+    """The worker pool of `fotoowl serve`: a thread running its own event loop and connections.
+
+    Its own loop keeps the web app's loop free for requests however busy the copies get; the
+    hashing, TLS and image work it does releases the GIL most of the time.
+    """
+
+    def __init__(self, settings: AppSettings, *, start_timeout_s: float = 60.0) -> None:
+        self.settings = settings
+        self.start_timeout_s = start_timeout_s
+        self._thread = threading.Thread(target=self._run, name="fotoowl-worker", daemon=True)
+        self._started = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._worker: Worker | None = None
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        """Start the thread and wait until the worker is polling for jobs (or failed to start)."""
+        self._thread.start()
+        if not self._started.wait(self.start_timeout_s):
+            raise RuntimeError(f"the embedded worker did not start in {self.start_timeout_s} s")
+        if self._error is not None:
+            raise RuntimeError(f"the embedded worker failed to start: {self._error}") from self._error
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        loop, worker = self._loop, self._worker
+        if loop is not None and worker is not None and not loop.is_closed():
+            # handle_sig cancels the running jobs (they hand their items back) and the poll loop.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(worker.handle_sig, signal.SIGTERM)
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.error("the embedded worker did not stop in %s s", timeout_s)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # reported through start(); the thread must not die silently
+            if not self._started.is_set():
+                self._error = exc
+                self._started.set()
+            else:
+                log.exception("the embedded worker stopped with an error")
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        async with open_deps(self.settings) as deps:
+            # Its own Redis pool: the worker's shutdown closes the pool it polls with.
+            redis = await create_arq_pool(self.settings)
+            worker = embedded_worker(deps, self.settings, redis)
+            self._worker = worker
+            self._started.set()
+            try:
+                await worker.async_run()
+            except asyncio.CancelledError:
+                pass
+            finally:
+                # Worker.close() would close the pool through redis-py's deprecated close().
+                await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+                await redis.delete(worker.health_check_key)
+                await redis.aclose()

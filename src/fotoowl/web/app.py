@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import asyncpg
 import jinja2
 from aiohttp import web
-from arq import ArqRedis, Worker
+from arq import ArqRedis
 
 from fotoowl import worker as worker_mod
 from fotoowl.config import Settings
 from fotoowl.db import create_pool, migrate
-from fotoowl.importer import Deps
 from fotoowl.storage import Storage, open_storage
 
 log = logging.getLogger("fotoowl.web")
@@ -30,9 +27,7 @@ SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", asyncpg.Pool)
 ARQ = web.AppKey("arq", ArqRedis)
 STORAGE = web.AppKey("storage", Storage)
-HTTP = web.AppKey("http", aiohttp.ClientSession)
-DEPS = web.AppKey("deps", Deps)
-WORKER = web.AppKey("worker", Worker)
+WORKER = web.AppKey("worker", worker_mod.EmbeddedWorker)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 DEMO_FOLDER_URL = web.AppKey("demo_folder_url", str)
 
@@ -72,29 +67,16 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with worker_mod.http_session(app[SETTINGS]) as session:
-        app[HTTP] = session
-        app[DEPS] = worker_mod.make_deps(app[SETTINGS], app[DB], app[ARQ], app[STORAGE], session)
-        yield
-        app[DEPS].close()
-
-
 async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The embedded worker pool: the same jobs as `arq fotoowl.worker.Settings`, in this loop."""
-    # Its own Redis pool: Worker.close() closes the pool it was given.
-    redis = await worker_mod.create_arq_pool(app[SETTINGS])
-    worker = worker_mod.embedded_worker(app[DEPS], app[SETTINGS], redis)
-    app[WORKER] = worker
-    task = asyncio.create_task(worker.async_run())
+    """The embedded worker pool: the same jobs as `arq fotoowl.worker.Settings`, on a thread with
+    its own event loop and connections, so copying files never delays an API answer."""
+    pool = worker_mod.EmbeddedWorker(app[SETTINGS])
+    await asyncio.to_thread(pool.start)
+    app[WORKER] = pool
     log.info("embedded worker started")
     yield
-    # Like Worker.close(), which also closes its Redis pool through a deprecated call: cancelled
-    # transfer jobs hand their items back (lease released), then the pool is closed here.
-    worker.handle_sig(signal.SIGTERM)
-    await asyncio.gather(task, *worker.tasks.values(), return_exceptions=True)
-    await redis.delete(worker.health_check_key)
-    await redis.aclose()
+    # Cancelled transfer jobs hand their items back (leases released) before the thread ends.
+    await asyncio.to_thread(pool.stop)
 
 
 def create_app(settings: Settings, *, run_worker: bool | None = None) -> web.Application:
@@ -103,7 +85,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> web.App
     app = web.Application(middlewares=[api.error_middleware], client_max_size=64 * 1024)
     app[SETTINGS] = settings
     app[TEMPLATES] = templating.make_templates()
-    app.cleanup_ctx.extend([_db_ctx, _arq_ctx, _storage_ctx, _http_ctx])
+    app.cleanup_ctx.extend([_db_ctx, _arq_ctx, _storage_ctx])
     if settings.embedded_workers if run_worker is None else run_worker:
         app.cleanup_ctx.append(_worker_ctx)
     api.setup_routes(app)
