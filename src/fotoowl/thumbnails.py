@@ -14,6 +14,7 @@ Image.MAX_IMAGE_PIXELS = 200_000_000
 CONTENT_TYPE = "image/jpeg"
 # Transparent images are flattened onto the gallery's neutral background.
 _BACKGROUND = (246, 246, 248)
+_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,10 @@ def make_thumbnail(source: bytes | IO[bytes], max_px: int) -> Thumbnail | None:
                 width, height = opened.size
                 # JPEG can decode at 1/2, 1/4 or 1/8 scale: most of the saving for a preview.
                 opened.draft("RGB", (max_px, max_px))
-                img: Image.Image = ImageOps.exif_transpose(opened) or opened
+                img: Image.Image = opened
+                # exif_transpose copies the image even when there is nothing to turn.
+                if opened.getexif().get(_ORIENTATION, 1) != 1:
+                    img = ImageOps.exif_transpose(opened) or opened
                 # After draft the image is at most twice the target: bilinear is enough and fast.
                 img.thumbnail((max_px, max_px), Image.Resampling.BILINEAR, reducing_gap=2.0)
                 if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
