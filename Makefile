@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("fotoowl needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[embedded,test,dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[embedded,test,dev,bench]'
 	touch $(STAMP)
 
 # htmx from npm into a git-ignored folder; the pages work without it (plain forms and links).

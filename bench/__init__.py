@@ -1,0 +1,1 @@
+"""The fotoowl benchmark harness: `python -m bench [--quick]` (see README.md)."""

@@ -1,0 +1,269 @@
+"""The results table, the targets with pass/fail, and RESULTS.md."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bench.results import MB, Results, Row
+
+RSS_LIMIT_MB = 200.0
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    measured: str
+    ok: bool | None  # None: not measured in this run
+
+
+# --- reference rows ---------------------------------------------------------------------------------
+
+def transfer_limit(results: Results, row: Row | None = None) -> Row | None:
+    """The bare streaming copy with the row's files in flight, else the first one measured."""
+    bare = [r for r in results.rows if r.contender.startswith("(a)") and r.ok and r.seconds > 0]
+    if row is not None:
+        same = [r for r in bare if r.in_flight == row.in_flight]
+        if same:
+            return same[0]
+    return bare[0] if bare else None
+
+
+def _by_kind(results: Results, kind: str) -> Row | None:
+    return next((r for r in results.rows if r.kind == kind and r.ok and r.seconds > 0), None)
+
+
+def fotoowl_row(results: Results, workers: int, variant: str = "") -> Row | None:
+    prefix = f"fotoowl, {workers} worker"
+    return next((r for r in results.rows if r.kind == "fotoowl" and r.contender.startswith(prefix)
+                 and r.variant == variant and r.ok), None)
+
+
+# --- formatting -------------------------------------------------------------------------------------
+
+def _ratio(value: float, reference: Row | None) -> str:
+    if reference is None or reference.images_per_s <= 0 or value <= 0:
+        return "-"
+    return f"{value / reference.images_per_s:.2f}x"
+
+
+def _num(value: float, digits: int = 1) -> str:
+    return "-" if value <= 0 or math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
+
+
+def main_table(results: Results) -> str:
+    naive, rclone = _by_kind(results, "naive"), _by_kind(results, "rclone")
+    header = ["contender", "images", "MB", "seconds", "images/s", "MB/s", "x transfer limit", "x naive",
+              "x rclone", "peak RSS (MB)"]
+    rows = []
+    for row in results.rows:
+        rate = row.images_per_s
+        limit = transfer_limit(results, row)
+        rss = row.peak_rss_mb
+        rss_text = "-" if rss is None else " + ".join(f"{k * 1024 / MB:.0f}" for k in row.peak_rss_kib)
+        name = row.contender + ("" if row.ok else " **(FAILED)**")
+        rows.append([name, f"{row.images:,}", f"{row.bytes / MB:,.1f}", _num(row.seconds), _num(rate),
+                     _num(row.mb_per_s), _ratio(rate, limit) if row.ok else "-",
+                     _ratio(rate, naive) if row.ok else "-", _ratio(rate, rclone) if row.ok else "-", rss_text])
+    return _md_table(header, rows)
+
+
+CPU_GROUPS = (("contender", "contender"), ("emulator", "Drive emulator"), ("seaweedfs", "SeaweedFS"),
+              ("postgres", "PostgreSQL"), ("valkey", "Valkey"))
+
+
+def cpu_table(results: Results) -> str:
+    cores = os.cpu_count() or 1
+    header = ["contender", "wall s", *(f"{title} CPU s" for _, title in CPU_GROUPS), f"busy ({cores} cores)"]
+    rows = []
+    for row in results.rows:
+        if not row.cpu_s or row.seconds <= 0:
+            continue
+        total = sum(row.cpu_s.values())
+        # The CPU window is the whole attempt (start-up included), the wall time only the timed part.
+        rows.append([row.contender, _num(row.seconds),
+                     *(_num(row.cpu_s.get(key, 0.0)) for key, _ in CPU_GROUPS),
+                     f"{min(100.0, 100 * total / (cores * row.seconds)):.0f}%"])
+    return _md_table(header, rows)
+
+
+def memory_table(results: Results) -> str:
+    header = ["workload", "images", "MB", "seconds", "images/s", "MB/s", "worker peak RSS (MB)", "≤ 200 MB"]
+    rows = []
+    for row in results.memory:
+        rss = row.peak_rss_mb
+        verdict = "-" if rss is None or not row.ok else ("pass" if rss <= RSS_LIMIT_MB else "FAIL")
+        name = row.contender + ("" if row.ok else " **(FAILED)**")
+        rows.append([name, f"{row.images:,}", f"{row.bytes / MB:,.1f}", _num(row.seconds), _num(row.images_per_s),
+                     _num(row.mb_per_s), "-" if rss is None else f"{rss:.0f}", verdict])
+    return _md_table(header, rows)
+
+
+def api_table(results: Results) -> str:
+    if results.api is None:
+        return "(not measured)"
+    header = ["endpoint", "server", "requests", "errors", "p50 (ms)", "p99 (ms)", "max (ms)"]
+    rows = [[lat.endpoint, lat.phase, str(len(lat.samples_ms)), str(lat.errors), _num(lat.p50, 2),
+             _num(lat.p99, 2), _num(max(lat.samples_ms, default=0), 2)] for lat in results.api.latencies]
+    return _md_table(header, rows)
+
+
+# --- targets ----------------------------------------------------------------------------------------
+
+def targets(results: Results) -> list[Target]:
+    out = []
+    one, two = fotoowl_row(results, 1), fotoowl_row(results, 2)
+    limit = transfer_limit(results, one)
+    naive, rclone = _by_kind(results, "naive"), _by_kind(results, "rclone")
+
+    diagnostics = [(v, fotoowl_row(results, 1, v), fotoowl_row(results, 2, v))
+                   for v in dict.fromkeys(r.variant for r in results.rows if r.kind == "fotoowl" and r.variant)]
+
+    def also(reference: Row | None, *, scaling: bool = False) -> str:
+        """The same ratio for the diagnostic runs, e.g. '[pacer raised] 1.23x'."""
+        parts = []
+        for variant, row_one, row_two in diagnostics:
+            row, base = (row_two, row_one) if scaling else (row_one, reference)
+            if row is not None and base is not None and base.images_per_s > 0:
+                parts.append(f"[{variant}] {row.images_per_s / base.images_per_s:.2f}x")
+        return "; ".join(parts)
+
+    def rate_target(name: str, reference: Row | None, factor: float) -> None:
+        if one is None or reference is None:
+            out.append(Target(name, "not measured", None))
+            return
+        ratio = one.images_per_s / reference.images_per_s
+        extra = also(reference)
+        out.append(Target(name, f"{one.images_per_s:.1f} / {reference.images_per_s:.1f} images/s = "
+                                f"{ratio:.2f}x" + (f" (diagnostics: {extra})" if extra else ""), ratio >= factor))
+
+    rate_target("fotoowl (1 worker) ≥ 0.8 x bare copy (same files in flight)", limit, 0.8)
+    rate_target("fotoowl (1 worker) ≥ 25 x naive", naive, 25)
+    rate_target("fotoowl (1 worker) ≥ rclone's rate", rclone, 1)
+    if one is not None and two is not None:
+        ratio = two.images_per_s / one.images_per_s
+        extra = also(None, scaling=True)
+        out.append(Target("two workers ≥ 1.7 x one (latency-bound)",
+                          f"{two.images_per_s:.1f} / {one.images_per_s:.1f} images/s = {ratio:.2f}x"
+                          + (f" (diagnostics: {extra})" if extra else ""), ratio >= 1.7))
+    else:
+        out.append(Target("two workers ≥ 1.7 x one (latency-bound)", "not measured", None))
+    for row in results.memory:
+        rss = row.peak_rss_mb
+        out.append(Target(f"worker peak RSS ≤ 200 MB: {row.contender}",
+                          "-" if rss is None else f"{rss:.0f} MB", None if rss is None or not row.ok
+                          else rss <= RSS_LIMIT_MB))
+    if results.api is not None:
+        idle = {lat.endpoint: lat for lat in results.api.latencies if lat.phase == "idle"}
+        for lat in results.api.latencies:
+            if lat.phase == "idle" or lat.endpoint not in idle or not lat.samples_ms:
+                continue
+            base = idle[lat.endpoint].p99
+            out.append(Target(f"API p99 during an import ≤ 2 x idle p99: {lat.endpoint}",
+                              f"{lat.p99:.1f} ms vs idle {base:.1f} ms = {lat.p99 / base:.2f}x",
+                              lat.p99 <= 2 * base))
+    return out
+
+
+def targets_table(results: Results) -> str:
+    verdicts = {True: "pass", False: "**FAIL**", None: "-"}
+    return _md_table(["target", "measured", "result"],
+                     [[t.name, t.measured, verdicts[t.ok]] for t in targets(results)])
+
+
+def ceiling_line(results: Results) -> str:
+    bare = transfer_limit(results, fotoowl_row(results, 1))
+    others = [r for r in results.rows if r.kind == "limit" and r.ok and r.seconds > 0
+              and r.contender[:3] in ("(b)", "(c)") and (bare is None or r.in_flight == bare.in_flight)]
+    if bare is None or not others:
+        return "Ceiling check: not enough rows measured."
+    lower = min(others, key=lambda r: r.images_per_s)
+    text = (f"Ceiling check: the bare copy ({bare.images_per_s:.1f} images/s) is "
+            f"{bare.images_per_s / lower.images_per_s:.2f}x the lower of (b) and (c), which is "
+            f"{lower.contender} at {lower.images_per_s:.1f} images/s.")
+    if len(others) == 2:
+        # A streaming copy downloads and uploads each file in turn: with the same files in flight, its
+        # per-file time is the download's plus the upload's, so its rate is 1 / (1/b + 1/c).
+        serial = 1 / sum(1 / r.images_per_s for r in others)
+        text += (f" Download and upload one after the other per file, at the same files in flight, gives "
+                 f"1 / (1/b + 1/c) = {serial:.1f} images/s; the bare copy reaches "
+                 f"{bare.images_per_s / serial:.2f}x of that.")
+    return text
+
+
+# --- the document -----------------------------------------------------------------------------------
+
+def machine() -> str:
+    mem_kib = 0
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/meminfo") as meminfo:
+            mem_kib = int(next(line for line in meminfo if line.startswith("MemTotal")).split()[1])
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
+    except (OSError, StopIteration):
+        pass
+    return (f"{os.cpu_count()} cores ({model}), {mem_kib / 1024 / 1024:.1f} GiB RAM, "
+            f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
+
+
+def document(results: Results, *, title: str, command: str, date: str, wall_s: float, setup: str,
+             version: str) -> str:
+    parts = [
+        f"# {title}",
+        "",
+        f"- Date: {date}",
+        f"- Machine: {machine()}",
+        f"- fotoowl measured: {version}",
+        f"- Command: `{command}`",
+        f"- Wall time of the whole run: {wall_s / 60:.1f} min",
+        "",
+        setup,
+        "",
+        "## Throughput",
+        "",
+        "Ratios compare images/s within this run. The transfer limit of a row is the bare streaming copy with "
+        "the same files in flight (else the first one measured). Peak RSS is VmHWM per process.",
+        "",
+        main_table(results),
+        "",
+        ceiling_line(results),
+        "",
+        "CPU seconds used by each process group while a contender ran (\"contender\" is the bench process "
+        "plus the processes it started and waited for: fotoowl workers, s5cmd, rclone). Busy = all of them "
+        "over cores x timed seconds; the CPU window also holds start-up and checks, so it overstates a little.",
+        "",
+        cpu_table(results),
+        "",
+        "## Targets",
+        "",
+        targets_table(results),
+        "",
+        "## Memory",
+        "",
+        memory_table(results),
+        "",
+        "## API latency",
+        "",
+        *([f"`fotoowl serve` with {results.api.note}; one client polls both endpoints in turn.", ""]
+          if results.api is not None and results.api.note else []),
+        api_table(results),
+    ]
+    if results.api is not None and results.api.import_row is not None:
+        row = results.api.import_row
+        parts += ["", f"The import during the API run: {row.images:,} images in {row.seconds:.1f} s "
+                      f"({row.images_per_s:.1f} images/s), server peak RSS {row.peak_rss_mb or 0:.0f} MB"
+                      f"{'' if row.ok else ', FAILED: ' + row.note}."]
+    notes = list(results.notes) + [f"{r.contender}: {r.note}" for r in results.rows + results.memory if r.note]
+    if notes:
+        parts += ["", "## Notes", ""] + [f"- {note}" for note in notes]
+    return "\n".join(parts) + "\n"
