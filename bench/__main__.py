@@ -31,6 +31,7 @@ from bench.manifest import Manifest
 from bench.procs import Children
 from bench.results import Results, Row, from_json, to_json
 from bench.stack import Stack, running_stack
+from fotoowl.config import Settings
 
 HERE = Path(__file__).resolve().parent
 MiB = 1024 * 1024
@@ -58,7 +59,8 @@ class Plan:
     latency_s: float
     bandwidth_bytes_per_s: float
     seed: int
-    in_flight: int = 16
+    # The product's default, so the bare copy runs at the same concurrency as fotoowl.
+    in_flight: int = field(default_factory=lambda: Settings().files_in_flight)
     fotoowl_env: dict[str, str] = field(default_factory=dict)
     steps: tuple[str, ...] = STEPS
     variants: bool = True

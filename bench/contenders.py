@@ -21,6 +21,7 @@ from bench.procs import PYTHON, Child, Children, sample_peaks, wait_for_log
 from bench.results import Row
 from bench.stack import Stack
 from fotoowl import importer
+from fotoowl.config import Settings
 from fotoowl.drive import DriveClient, FolderRef
 from fotoowl.storage import open_storage
 from fotoowl.worker import create_arq_pool
@@ -118,7 +119,7 @@ async def run_fotoowl(children: Children, stack: Stack, manifest: Manifest, *, l
         await pool.close()
         for proc in procs:
             await children.stop(proc)
-    in_flight = int(env.get("FOTOOWL_FILES_IN_FLIGHT", "16")) * workers
+    in_flight = int(env.get("FOTOOWL_FILES_IN_FLIGHT", str(Settings().files_in_flight))) * workers
     name = f"fotoowl, {workers} worker{'s' if workers > 1 else ''} ({in_flight} files in flight)"
     if variant:
         name += f" [{variant}]"
