@@ -67,7 +67,7 @@ class Settings:
     # Transfers are latency-bound (two Drive round trips a file): concurrency is what buys speed,
     # and transfer_memory_bytes, not the file count, is what bounds memory.
     files_in_flight: int = 32
-    transfer_memory_bytes: int = 128 * 1024 * 1024
+    transfer_memory_bytes: int = 64 * 1024 * 1024
     part_size_bytes: int = 8 * 1024 * 1024
     chunk_size_bytes: int = 1024 * 1024
     batch_size: int = 200

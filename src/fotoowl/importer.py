@@ -646,9 +646,9 @@ async def _copy(deps: Deps, item: asyncpg.Record, token: uuid.UUID) -> Copied:
     size = int(item["size_bytes"])
     wants_thumbnail = settings.thumbnail_px > 0 and 0 < size <= _THUMBNAIL_MAX_SOURCE_BYTES
     part_size = part_size_for(size, settings.part_size_bytes)
-    # What this file can hold in memory: its body if it goes up in one request, else a part and the
-    # overshoot of the chunk that completed it. Kept through the thumbnail, which reads that body.
-    memory_bytes = size if size < part_size else 2 * part_size
+    # What this file can hold in memory: its body twice if it goes up in one request (the chunks and
+    # their join), else two parts. Kept through the thumbnail, which reads that body.
+    memory_bytes = 2 * min(size, part_size)
     await deps.semaphore.acquire()
     try:
         # Slot first, then memory; a holder of memory alone (making a thumbnail) never waits for a
