@@ -168,7 +168,8 @@ async def cancel_import(pool: asyncpg.Pool, import_id: int) -> tuple[str | None,
     return "cancelled", True
 
 
-async def retry_failed(pool: asyncpg.Pool, redis: ArqRedis, import_id: int) -> int | None:
+async def retry_failed(pool: asyncpg.Pool, redis: ArqRedis, import_id: int, *,
+                       batch_size: int) -> int | None:
     """Put failed items back to pending and queue transfers; returns how many, None if no import."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow("SELECT status FROM imports WHERE id = $1 FOR UPDATE", import_id)
@@ -193,7 +194,7 @@ async def retry_failed(pool: asyncpg.Pool, redis: ArqRedis, import_id: int) -> i
                 import_id, count,
             )
     if count:
-        await enqueue_transfers(redis, import_id, f"retry-{uuid.uuid4().hex[:8]}", _lanes(count, 50))
+        await enqueue_transfers(redis, import_id, f"retry-{uuid.uuid4().hex[:8]}", _lanes(count, batch_size))
     return int(count)
 
 
