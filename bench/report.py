@@ -85,7 +85,7 @@ def cpu_table(results: Results) -> str:
     cores = os.cpu_count() or 1
     header = ["contender", "wall s", *(f"{title} CPU s" for _, title in CPU_GROUPS), f"busy ({cores} cores)"]
     rows = []
-    for row in results.rows:
+    for row in results.rows + results.scaling:
         if not row.cpu_s or row.seconds <= 0:
             continue
         total = sum(row.cpu_s.values())
@@ -105,6 +105,20 @@ def memory_table(results: Results) -> str:
         name = row.contender + ("" if row.ok else " **(FAILED)**")
         rows.append([name, f"{row.images:,}", f"{row.bytes / MB:,.1f}", _num(row.seconds), _num(row.images_per_s),
                      _num(row.mb_per_s), "-" if rss is None else f"{rss:.0f}", verdict])
+    return _md_table(header, rows)
+
+
+def scaling_table(results: Results) -> str:
+    if not results.scaling:
+        return "(not measured)"
+    one = next((r for r in results.scaling if r.ok and r.contender.startswith("fotoowl, 1 worker")), None)
+    header = ["contender", "images", "MB", "seconds", "images/s", "x 1 worker", "worker peak RSS (MB)"]
+    rows = []
+    for row in results.scaling:
+        rss = "-" if row.peak_rss_mb is None else " + ".join(f"{k * 1024 / MB:.0f}" for k in row.peak_rss_kib)
+        rows.append([row.contender + ("" if row.ok else " **(FAILED)**"), f"{row.images:,}",
+                     f"{row.bytes / MB:,.1f}", _num(row.seconds), _num(row.images_per_s),
+                     _ratio(row.images_per_s, one) if row.ok else "-", rss])
     return _md_table(header, rows)
 
 
@@ -149,14 +163,21 @@ def targets(results: Results) -> list[Target]:
     rate_target("fotoowl (1 worker) ≥ 0.8 x bare copy (same files in flight)", limit, 0.8)
     rate_target("fotoowl (1 worker) ≥ 25 x naive", naive, 25)
     rate_target("fotoowl (1 worker) ≥ rclone's rate", rclone, 1)
+    s_one, s_two = (next((r for r in results.scaling if r.ok and r.contender.startswith(f"fotoowl, {n} worker")),
+                         None) for n in (1, 2))
+    if s_one is not None and s_two is not None:
+        ratio = s_two.images_per_s / s_one.images_per_s
+        out.append(Target("two workers ≥ 1.7 x one (latency-bound: the scaling folder)",
+                          f"{s_two.images_per_s:.1f} / {s_one.images_per_s:.1f} images/s = {ratio:.2f}x", ratio >= 1.7))
+    else:
+        out.append(Target("two workers ≥ 1.7 x one (latency-bound: the scaling folder)", "not measured", None))
     if one is not None and two is not None:
+        # Not latency-bound on 2 cores: shown for what it says about CPU, not judged.
         ratio = two.images_per_s / one.images_per_s
         extra = also(None, scaling=True)
-        out.append(Target("two workers ≥ 1.7 x one (latency-bound)",
+        out.append(Target("two workers vs one on the main folder (CPU-bound here; not a target)",
                           f"{two.images_per_s:.1f} / {one.images_per_s:.1f} images/s = {ratio:.2f}x"
-                          + (f" (diagnostics: {extra})" if extra else ""), ratio >= 1.7))
-    else:
-        out.append(Target("two workers ≥ 1.7 x one (latency-bound)", "not measured", None))
+                          + (f" (diagnostics: {extra})" if extra else ""), None))
     for row in results.memory:
         rss = row.peak_rss_mb
         out.append(Target(f"worker peak RSS ≤ 200 MB: {row.contender}",
@@ -248,6 +269,13 @@ def document(results: Results, *, title: str, command: str, date: str, wall_s: f
         "",
         targets_table(results),
         "",
+        "## Scaling out",
+        "",
+        "The same import with 1 and 2 worker processes on a latency-bound folder (small files, long round trips): "
+        "each worker keeps its files in flight waiting on Drive, so a second one should nearly double the rate.",
+        "",
+        scaling_table(results),
+        "",
         "## Memory",
         "",
         memory_table(results),
@@ -263,7 +291,8 @@ def document(results: Results, *, title: str, command: str, date: str, wall_s: f
         parts += ["", f"The import during the API run: {row.images:,} images in {row.seconds:.1f} s "
                       f"({row.images_per_s:.1f} images/s), server peak RSS {row.peak_rss_mb or 0:.0f} MB"
                       f"{'' if row.ok else ', FAILED: ' + row.note}."]
-    notes = list(results.notes) + [f"{r.contender}: {r.note}" for r in results.rows + results.memory if r.note]
+    notes = list(results.notes) + [f"{r.contender}: {r.note}" for r in results.rows + results.scaling + results.memory
+                                     if r.note]
     if notes:
         parts += ["", "## Notes", ""] + [f"- {note}" for note in notes]
     return "\n".join(parts) + "\n"

@@ -17,7 +17,7 @@ class Row:
     ok: bool = True
     peak_rss_kib: list[int] = field(default_factory=list)  # one per process, where measured
     note: str = ""
-    kind: str = ""  # "fotoowl", "naive", "limit", "rclone", "memory"
+    kind: str = ""  # "fotoowl", "naive", "limit", "rclone", "memory", "scaling"
     in_flight: int = 0  # files in flight, for rows that have a fixed number
     cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds per process group during the run
     variant: str = ""  # fotoowl rows: "" = product defaults, else which settings were changed
@@ -70,6 +70,7 @@ class ApiLoad:
 class Results:
     rows: list[Row] = field(default_factory=list)
     memory: list[Row] = field(default_factory=list)
+    scaling: list[Row] = field(default_factory=list)  # 1 and 2 workers on a latency-bound folder
     api: ApiLoad | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -88,6 +89,7 @@ def from_json(data: dict[str, Any]) -> tuple[Results, dict[str, Any]]:
     return Results(
         rows=[Row(**row) for row in raw["rows"]],
         memory=[Row(**row) for row in raw["memory"]],
+        scaling=[Row(**row) for row in raw.get("scaling", [])],
         api=None if api is None else ApiLoad(
             latencies=[Latency(**lat) for lat in api["latencies"]],
             import_row=Row(**api["import_row"]) if api.get("import_row") else None, note=api.get("note", "")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from fotoowl.drive import (
     FolderNotAccessible,
     FolderRef,
 )
+from fotoowl.pacer import LocalPacer, Pacer
 from fotoowl.testing.drive_emulator import (
     SPREADSHEET_MIME_TYPE,
     DriveEmulator,
@@ -431,6 +433,9 @@ async def test_pacer_is_consulted_for_every_request(emu: DriveEmulator, session:
         async def acquire(self) -> None:
             self.calls += 1
 
+        async def slow_down(self) -> float:
+            raise AssertionError("no rate limit was answered")
+
     pacer = CountingPacer()
     root = emu.add_folder(None, "Root")
     image = emu.add_image(root, "a.jpg")
@@ -502,3 +507,61 @@ async def test_key_never_appears_in_logs_or_errors(
         # A chained aiohttp exception would print its URL in tracebacks.
         assert raised.__cause__ is None and (raised.__suppress_context__ or raised.__context__ is None)
     assert secret not in repr(client)
+
+
+async def test_rate_limit_answers_slow_the_pacer_down(emu: DriveEmulator, session: aiohttp.ClientSession) -> None:
+    class RecordingPacer:
+        acquired = 0
+        slowdowns = 0
+
+        async def acquire(self) -> None:
+            self.acquired += 1
+
+        async def slow_down(self) -> float:
+            self.slowdowns += 1
+            return 1.0
+
+    pacer = RecordingPacer()
+    root = emu.add_folder(None, "Root")
+    image = emu.add_image(root, "a.jpg")
+    emu.inject(image, Fault.http(503), times=1)
+    emu.inject(image, Fault.rate_limited(429), times=1)
+    emu.inject(image, Fault.rate_limited(403, "userRateLimitExceeded"), times=1)
+    emu.inject(image, Fault.download_quota(), times=1)
+    async with drive(emu, session, pacer=pacer, max_tries=5) as client:
+        with pytest.raises(DriveError) as raised:
+            await read_all(client, image)
+    # The two rate limits slowed the pace; a server error and a per-file quota say nothing of it.
+    assert raised.value.reason == "downloadQuotaExceeded"
+    assert (pacer.acquired, pacer.slowdowns) == (4, 2)
+
+
+async def test_adaptive_pacing_finds_a_quota_lower_than_its_ceiling(session: aiohttp.ClientSession) -> None:
+    """Against a 100 requests/s quota, a fixed pace of 2,000/s is refused over and over (~850 times
+    for 150 files here); the adaptive pacer settles under the quota after a few refusals (~140)."""
+
+    async def download_all(pacer: Pacer) -> int:
+        emu = DriveEmulator(api_keys={API_KEY}, seed=5, quota_per_s=100)
+        root = emu.add_folder(None, "Root")
+        images = [emu.add_image(root, f"{n}.jpg", width=16, height=16) for n in range(150)]
+        limit = asyncio.Semaphore(16)
+
+        async def one(client: DriveClient, image: str) -> None:
+            async with limit:
+                data, md5 = await read_all(client, image)
+            assert md5 == emu.md5_of(image) and data
+
+        async with drive(emu, session, pacer=pacer, max_tries=1000) as client:
+            await asyncio.gather(*(one(client, image) for image in images))
+        assert sum(emu.count("media", image) for image in images) == len(images) + emu.rate_limited
+        return emu.rate_limited
+
+    class FixedPacer(LocalPacer):
+        async def slow_down(self) -> float:
+            return self.rate_per_s
+
+    adaptive = LocalPacer(2000, 100, cut_interval_s=0.05)
+    refused_adaptive = await download_all(adaptive)
+    refused_fixed = await download_all(FixedPacer(2000, 100))
+    assert adaptive.rate_per_s <= 200  # settled near the quota
+    assert refused_adaptive * 3 < refused_fixed

@@ -9,9 +9,12 @@ from typing import Any
 import asyncpg
 
 from conftest import RunningEmulator, wait_for_import
+from fotoowl import importer
 from fotoowl.config import Settings
+from fotoowl.drive import FolderRef
 from fotoowl.storage import Storage
 from fotoowl.testing.drive_emulator import Fault
+from fotoowl.worker import open_deps
 
 MiB = 1024 * 1024
 
@@ -205,3 +208,35 @@ async def test_missing_folder_fails_fast_with_a_clear_reason(client: Any, drive:
     assert body["status"] == "failed"
     assert "Anyone with the link" in body["error"]["message"]
     assert body["counts"]["found"] == 0
+
+
+async def test_claim_room_waits_for_a_worthwhile_claim() -> None:
+    room = importer.ClaimRoom(5, min_claim_items=2)
+    assert await room.reserve(200) == 5
+    waiter = asyncio.create_task(room.reserve(200))
+    room.give_back(1)
+    await asyncio.sleep(0.01)
+    assert not waiter.done()  # one free place is not worth a database round trip
+    room.give_back(1)
+    assert await asyncio.wait_for(waiter, 1) == 2
+    assert room.held_items == 5
+
+
+async def test_worker_processes_split_an_import_instead_of_one_hoarding_it(app_settings: Settings,
+                                                                           drive: RunningEmulator) -> None:
+    """Two processes' pipelines (their own slots and claims) on one import: both get a share."""
+    drive.emu.latency_s = 0.02
+    root = drive.emu.add_folder(None, "Shoot")
+    for n in range(60):
+        drive.emu.add_image(root, f"IMG_{n:03d}.jpg", width=16, height=16)
+    settings = app_settings.replace(files_in_flight=4)
+    async with open_deps(settings) as first, open_deps(settings) as second:
+        created = await importer.create_import(first.pool, first.redis, FolderRef(root), folder_link(root))
+        await importer.list_import(first, created["id"])
+        moved = await asyncio.gather(importer.transfer_import(first, created["id"]),
+                                     importer.transfer_import(second, created["id"]))
+        row = await first.pool.fetchrow("SELECT status, imported_count FROM imports WHERE id = $1", created["id"])
+    # With 4 files in flight a process holds at most 5 items: one claim of a whole batch size (as
+    # before claims were sized to the room) would have left the other process nothing.
+    assert sum(moved) == 60 and min(moved) >= 5
+    assert (row["status"], row["imported_count"]) == ("completed", 60)

@@ -33,6 +33,42 @@ def test_local_pacer_allows_a_burst_then_spaces_requests() -> None:
     assert pacer.reserve() > 0
 
 
+def test_local_pacer_halves_on_rate_limits_then_recovers_linearly() -> None:
+    clock = FakeClock()
+    pacer = LocalPacer(rate_per_s=100, burst=20, recovery_s=10, cut_interval_s=1, clock=clock)
+
+    assert pacer.cut() == 50
+    assert pacer.cut() == 50  # answers to requests sent before the cut count once
+    assert pacer.burst == 10  # the burst shrinks with the pace
+    clock.now_s += 1
+    assert pacer.cut() == pytest.approx(30)  # recovered 10/s for a second, then halved
+
+    clock.now_s += 2  # +10/s every second: 30 -> 50
+    assert pacer.rate_per_s == pytest.approx(50)
+    clock.now_s += 60  # never beyond the ceiling
+    assert pacer.rate_per_s == 100
+    assert pacer.burst == 20
+
+
+def test_local_pacer_spaces_requests_at_the_reduced_pace() -> None:
+    clock = FakeClock()
+    pacer = LocalPacer(rate_per_s=10, burst=1, recovery_s=1e9, clock=clock)
+    assert pacer.reserve() == 0.0
+    assert pacer.reserve() == pytest.approx(0.1)
+    assert pacer.cut() == 5
+    # The debt of queued reservations is repaid at the new pace too: two tokens at 5/s.
+    assert pacer.reserve() == pytest.approx(0.4)
+
+
+def test_local_pacer_never_stops() -> None:
+    clock = FakeClock()
+    pacer = LocalPacer(rate_per_s=8, burst=4, recovery_s=1e9, cut_interval_s=0, clock=clock)
+    for _ in range(20):
+        pacer.cut()
+    assert pacer.rate_per_s == 1.0  # one request a second, however often Google says no
+    assert pacer.burst == 1.0
+
+
 async def test_local_pacer_acquire_waits_its_turn() -> None:
     pacer = LocalPacer(rate_per_s=1000, burst=2)
     for _ in range(5):
@@ -96,3 +132,35 @@ async def test_redis_pacer_is_shared_between_processes(redis_url: str) -> None:
     finally:
         for client in clients:
             await client.aclose()
+
+
+async def test_redis_pacer_slows_down_for_every_process_sharing_it(redis_url: str) -> None:
+    key = f"test:pacer:{uuid.uuid4().hex}"
+    clients = [aioredis.from_url(redis_url), aioredis.from_url(redis_url)]
+    try:
+        first, second = (RedisPacer(client, key, rate_per_s=10.0, burst=1, recovery_s=1e6, cut_interval_s=30)
+                         for client in clients)
+        assert await first.reserve() == 0.0
+        assert await first.slow_down() == pytest.approx(5.0)
+        # The second process sees the cut, and its own report of the same episode counts once.
+        assert await second.slow_down() == pytest.approx(5.0)
+        wait_s = await second.reserve()
+        assert 0.15 < wait_s <= 0.2  # one token at 5/s, less the few ms since the first reserve
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def test_redis_pacer_recovers_after_a_cut(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url)
+    try:
+        key = f"test:pacer:{uuid.uuid4().hex}"
+        pacer = RedisPacer(client, key, rate_per_s=100.0, burst=10, recovery_s=0.5, cut_interval_s=0)
+        assert await pacer.slow_down() == pytest.approx(50.0, abs=1)
+        assert await pacer.slow_down() < 30.0
+        # 200/s of recovery (the ceiling over recovery_s): back at the ceiling within half a second.
+        await asyncio.sleep(0.6)
+        assert await pacer.slow_down() == pytest.approx(50.0)
+        assert await client.pttl(key) > 0
+    finally:
+        await client.aclose()

@@ -74,8 +74,9 @@ class Settings:
     lease_s: int = 300
     max_attempts: int = 3
     retry_backoff_s: float = 2.0
-    # Half of Google's documented 12,000 queries per minute: room for other users of the same key.
-    drive_rate_per_s: float = 100.0
+    # Google's documented 12,000 queries per minute. A ceiling: each rate-limit answer halves the
+    # pace, which then climbs back over a minute (pacer.py).
+    drive_rate_per_s: float = 200.0
     drive_burst: int = 100
     drive_read_timeout_s: float = 60.0
     job_timeout_s: int = 3600

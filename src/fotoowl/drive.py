@@ -199,6 +199,13 @@ _CONFIG_REASONS = frozenset(
         "CONSUMER_INVALID",
     }
 )
+
+
+def is_rate_limit(error: DriveError) -> bool:
+    """Google asking us to slow down (not a per-file download quota, which says nothing of pace)."""
+    return error.status == 429 or (error.status == 403 and error.reason in _RATE_LIMIT_REASONS)
+
+
 # Retry-After is honoured, but a broken proxy must not park a worker for a day.
 MAX_RETRY_AFTER_S = 600.0
 
@@ -504,16 +511,23 @@ class DriveClient:
         return max(delay_s, retry_after_s) if retry_after_s is not None else delay_s
 
     async def _pause_before_retry(self, error: DriveError, attempt: int, kind: str, item_id: str) -> None:
+        pace = ""
+        extra: dict[str, object] = {}
+        if self._pacer is not None and is_rate_limit(error):
+            pace_per_s = await self._pacer.slow_down()
+            pace = f"; pacing Drive requests at {pace_per_s:.1f}/s"
+            extra["pace_per_s"] = round(pace_per_s, 1)
         delay_s = self.backoff_s(attempt, error.retry_after_s)
         DRIVE_RETRIES.labels(error.reason or "unknown").inc()
         log.warning(
-            "Drive %s request for %s failed (%s %s, attempt %d); retrying in %.2f s",
+            "Drive %s request for %s failed (%s %s, attempt %d); retrying in %.2f s%s",
             kind,
             item_id,
             error.status,
             error.reason,
             attempt,
             delay_s,
+            pace,
             extra={
                 "drive_kind": kind,
                 "file_id": item_id,
@@ -521,6 +535,7 @@ class DriveClient:
                 "reason": error.reason,
                 "attempt": attempt,
                 "delay_s": round(delay_s, 3),
+                **extra,
             },
         )
         await asyncio.sleep(delay_s)

@@ -63,6 +63,8 @@ class Deps:
     drive: DriveClient
     # Bounds files in flight for the whole process, across all jobs.
     semaphore: asyncio.Semaphore = field(init=False)
+    # Bounds the items this process holds claimed, so it never sits on work another could be doing.
+    claim_room: ClaimRoom = field(init=False)
     # Bounds the file bodies held in memory (in transfer or waiting for their thumbnail).
     transfer_memory: ByteBudget = field(init=False)
     # Previews are CPU work on their own thread(s), so they cannot take every core from the loop.
@@ -70,12 +72,40 @@ class Deps:
 
     def __post_init__(self) -> None:
         self.semaphore = asyncio.Semaphore(self.settings.files_in_flight)
+        in_flight = self.settings.files_in_flight
+        self.claim_room = ClaimRoom(in_flight + in_flight // 4, min_claim_items=max(1, in_flight // 2))
         self.thumbnail_executor = ThreadPoolExecutor(self.settings.thumbnail_threads,
                                                      thread_name_prefix="fotoowl-thumbnail")
         self.transfer_memory = ByteBudget(self.settings.transfer_memory_bytes)
 
     def close(self) -> None:
         self.thumbnail_executor.shutdown(wait=False, cancel_futures=True)
+
+
+class ClaimRoom:
+    """Room for claimed items in one process: its files in flight plus a quarter more waiting their
+    turn (claims take a database round trip). A claim waits until there is room for a worthwhile
+    batch and takes what room there is; each item gives its place back as it finishes. Sized claims
+    leave the rest of an import's items pending for other worker processes to claim."""
+
+    def __init__(self, capacity_items: int, *, min_claim_items: int) -> None:
+        self.capacity_items = capacity_items
+        self.min_claim_items = max(1, min(min_claim_items, capacity_items))
+        self.held_items = 0
+        self._freed = asyncio.Event()
+
+    async def reserve(self, most_items: int) -> int:
+        """Wait for room, then hold up to `most_items` places; give back what the claim leaves unused."""
+        while self.capacity_items - self.held_items < min(self.min_claim_items, most_items):
+            self._freed.clear()
+            await self._freed.wait()
+        taken = min(most_items, self.capacity_items - self.held_items)
+        self.held_items += taken
+        return taken
+
+    def give_back(self, items: int) -> None:
+        self.held_items -= items
+        self._freed.set()
 
 
 class ByteBudget:
@@ -168,8 +198,7 @@ async def cancel_import(pool: asyncpg.Pool, import_id: int) -> tuple[str | None,
     return "cancelled", True
 
 
-async def retry_failed(pool: asyncpg.Pool, redis: ArqRedis, import_id: int, *,
-                       batch_size: int) -> int | None:
+async def retry_failed(pool: asyncpg.Pool, redis: ArqRedis, import_id: int, settings: Settings) -> int | None:
     """Put failed items back to pending and queue transfers; returns how many, None if no import."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow("SELECT status FROM imports WHERE id = $1 FOR UPDATE", import_id)
@@ -194,12 +223,19 @@ async def retry_failed(pool: asyncpg.Pool, redis: ArqRedis, import_id: int, *,
                 import_id, count,
             )
     if count:
-        await enqueue_transfers(redis, import_id, f"retry-{uuid.uuid4().hex[:8]}", _lanes(count, batch_size))
+        await enqueue_transfers(redis, import_id, f"retry-{uuid.uuid4().hex[:8]}", _lanes(count, settings))
     return int(count)
 
 
-def _lanes(pending: int, batch_size: int) -> int:
-    return max(1, min(64, -(-pending // batch_size)))
+# An active import records progress every second or so (see _transfer_batch).
+STALLED_AFTER_S = 15.0
+
+
+def _lanes(pending: int, settings: Settings) -> int:
+    """Transfer jobs to queue for `pending` new items. Each job claims until nothing is left, so more
+    jobs only serve to give every worker process some (arq hands a process up to max_jobs at once)."""
+    claim_items = max(1, settings.files_in_flight // 2)
+    return max(1, min(16, -(-pending // claim_items)))
 
 
 # --- listing --------------------------------------------------------------------------------------
@@ -297,7 +333,7 @@ async def list_import(deps: Deps, import_id: int) -> None:
             return
         if pending:
             await enqueue_transfers(deps.redis, import_id, f"p{pages}",
-                                    _lanes(pending, deps.settings.batch_size))
+                                    _lanes(pending, deps.settings))
     await deps.pool.execute(
         """UPDATE imports SET listed_at = now(), status = 'running', updated_at = now()
            WHERE id = $1 AND status = 'listing'""",
@@ -504,17 +540,47 @@ class ImportCancelled(Exception):
 
 
 async def transfer_import(deps: Deps, import_id: int) -> int:
-    """The transfer job: claim batches of items and copy them until none is left to claim."""
+    """The transfer job: claim batches of items and copy them until none is left to claim.
+
+    A new batch is claimed as soon as the process has room for it, while earlier batches are still
+    finishing: a batch's slowest file never leaves the others' places idle.
+    """
     moved = 0
+    batches: set[asyncio.Task[int]] = set()
     # Hand over to a fresh job well before arq's job timeout, which would fail this one for good.
     deadline = time.monotonic() + deps.settings.job_timeout_s / 2
-    while True:
-        if time.monotonic() > deadline:
-            await enqueue_transfers(deps.redis, import_id, f"cont-{uuid.uuid4().hex[:8]}")
-            return moved
-        token = uuid.uuid4()
-        items = await _claim(deps, import_id, token)
-        if not items:
+
+    async def harvest(wait: bool) -> None:
+        nonlocal moved
+        if wait and batches:
+            await asyncio.wait(batches, return_when=asyncio.FIRST_COMPLETED)
+        for batch in [b for b in batches if b.done()]:
+            batches.discard(batch)
+            moved += batch.result()
+
+    try:
+        while True:
+            await harvest(wait=False)
+            if time.monotonic() > deadline:
+                await asyncio.gather(*batches)
+                await harvest(wait=False)
+                await enqueue_transfers(deps.redis, import_id, f"cont-{uuid.uuid4().hex[:8]}")
+                return moved
+            token = uuid.uuid4()
+            room = await deps.claim_room.reserve(deps.settings.batch_size)
+            items: list[asyncpg.Record] = []
+            try:
+                items = await _claim(deps, import_id, token, room)
+            finally:
+                deps.claim_room.give_back(room - len(items))
+            if items:
+                log.info("batch claimed", extra={"import_id": import_id, "items": len(items)})
+                batches.add(asyncio.create_task(_transfer_batch(deps, import_id, token, items)))
+                continue
+            if batches:
+                # Nothing to claim now; a batch that ends may hand items back for a retry.
+                await harvest(wait=True)
+                continue
             # Items waiting out a retry backoff: wait here if it is short, else leave them to the sweeper.
             wait_s = await deps.pool.fetchval(
                 """SELECT extract(epoch FROM min(not_before) - now()) FROM import_items
@@ -525,15 +591,18 @@ async def transfer_import(deps: Deps, import_id: int) -> int:
                 await asyncio.sleep(max(0.05, float(wait_s)))
                 continue
             break
-        log.info("batch claimed", extra={"import_id": import_id, "items": len(items)})
-        moved += await _transfer_batch(deps, import_id, token, items)
+    finally:
+        # Cancelled (shutdown) or failed: each batch hands its unfinished items back itself.
+        for batch in batches:
+            batch.cancel()
+        await asyncio.gather(*batches, return_exceptions=True)
     await finalise(deps, import_id)
     return moved
 
 
-async def _claim(deps: Deps, import_id: int, token: uuid.UUID) -> list[asyncpg.Record]:
+async def _claim(deps: Deps, import_id: int, token: uuid.UUID, limit: int) -> list[asyncpg.Record]:
     claim = asyncio.ensure_future(
-        deps.pool.fetch(_CLAIM, import_id, deps.settings.batch_size, token, float(deps.settings.lease_s)))
+        deps.pool.fetch(_CLAIM, import_id, limit, token, float(deps.settings.lease_s)))
     try:
         return await asyncio.shield(claim)
     except asyncio.CancelledError:
@@ -550,6 +619,9 @@ async def _transfer_batch(deps: Deps, import_id: int, token: uuid.UUID,
     unfinished = {item["id"] for item in items}
     attempts = {item["id"]: item["attempts"] for item in items}
     tasks = {asyncio.create_task(_copy_item(deps, item, token)): item["id"] for item in items}
+    for task in tasks:
+        # Whatever way a copy ends, its place is free for the next claim of any job in this process.
+        task.add_done_callback(lambda _: deps.claim_room.give_back(1))
     watcher = asyncio.create_task(_watch(deps, import_id, token, set(tasks)))
     flush_at = time.monotonic() + 1.0
     moved = 0
@@ -737,18 +809,21 @@ async def sweep(deps: Deps) -> None:
     for row in stale_listings:
         log.warning("listing heartbeat is stale; restarting it", extra={"import_id": row["id"]})
         await enqueue_listing(deps.redis, row["id"], attempt=row["list_attempts"])
+    # Only imports that made no progress for a while: while jobs are recording copies, pending
+    # items are simply waiting for room, and more jobs would only queue up behind them.
     reclaimable = await deps.pool.fetch(
         """SELECT import_id, count(*) AS n FROM import_items it
            WHERE it.status IN ('pending', 'in_progress')
              AND ((it.status = 'pending' AND (it.not_before IS NULL OR it.not_before <= now()))
                   OR (it.status = 'in_progress' AND it.lease_expires_at < now()))
-             AND it.import_id IN (SELECT id FROM imports WHERE status IN ('listing', 'running'))
-           GROUP BY import_id"""
+             AND it.import_id IN (SELECT id FROM imports WHERE status IN ('listing', 'running')
+                                  AND updated_at < now() - make_interval(secs => $1))
+           GROUP BY import_id""",
+        min(STALLED_AFTER_S, float(settings.lease_s)),
     )
     tick = int(time.time() // 5)
     for row in reclaimable:
-        await enqueue_transfers(deps.redis, row["import_id"], f"sweep{tick}",
-                                _lanes(row["n"], settings.batch_size))
+        await enqueue_transfers(deps.redis, row["import_id"], f"sweep{tick}", _lanes(row["n"], settings))
     for row in await deps.pool.fetch("SELECT id FROM imports WHERE status = 'running'"):
         await finalise(deps, row["id"])
     await _close_abandoned(deps)

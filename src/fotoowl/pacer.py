@@ -1,8 +1,14 @@
-"""Request pacers: token buckets that keep Drive traffic under Google's quota before it is hit.
+"""Request pacers: token buckets that keep Drive traffic under Google's quota, and adapt to it.
 
 Both pacers *reserve* a token and then sleep until it is due, so concurrent callers queue up in
 arrival order instead of polling. A reservation that is cancelled while sleeping is not given back:
 at worst the bucket runs a little slower than configured, never faster.
+
+The configured rate is a ceiling. Google's effective limit for a key is often lower than the
+documented quota and is not published, so each rate-limit answer halves the pace (and the burst
+with it) and the pace then climbs back linearly, reaching the ceiling again `recovery_s` after
+falling to the floor: additive increase, multiplicative decrease, as TCP does with congestion.
+Answers to requests sent before a cut carry no news, so cuts closer than `cut_interval_s` count once.
 """
 
 from __future__ import annotations
@@ -14,89 +20,190 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
+DEFAULT_RECOVERY_S = 60.0
+DEFAULT_CUT_INTERVAL_S = 1.0
+
 
 class Pacer(Protocol):
     async def acquire(self) -> None: ...
 
+    async def slow_down(self) -> float:
+        """Record a rate-limit answer; returns the pace in requests per second from now on."""
+        ...
 
-def _check_rate(rate_per_s: float, burst: int) -> None:
+
+def _check(rate_per_s: float, burst: int, recovery_s: float) -> None:
     if rate_per_s <= 0:
         raise ValueError("rate_per_s must be positive")
     if burst < 1:
         raise ValueError("burst must be at least 1")
+    if recovery_s <= 0:
+        raise ValueError("recovery_s must be positive")
+
+
+def floor_rate_per_s(max_rate_per_s: float) -> float:
+    # One request a second still makes progress; Retry-After and backoff handle anything worse.
+    return min(max_rate_per_s, 1.0)
 
 
 class LocalPacer:
-    """Token bucket for one process: `burst` requests at once, then `rate_per_s` on average."""
+    """Adaptive token bucket for one process: `burst` requests at once, then `rate_per_s` on average."""
 
-    def __init__(self, rate_per_s: float, burst: int, *, clock: Callable[[], float] = time.monotonic) -> None:
-        _check_rate(rate_per_s, burst)
-        self.rate_per_s = rate_per_s
-        self.burst = burst
+    def __init__(
+        self,
+        rate_per_s: float,
+        burst: int,
+        *,
+        recovery_s: float = DEFAULT_RECOVERY_S,
+        cut_interval_s: float = DEFAULT_CUT_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        _check(rate_per_s, burst, recovery_s)
+        self.max_rate_per_s = rate_per_s
+        self.max_burst = burst
+        self.recovery_s = recovery_s
+        self.cut_interval_s = cut_interval_s
         self._clock = clock
         self._tokens = float(burst)
+        self._rate_per_s = rate_per_s
         self._updated_s = clock()
+        self._cut_s = float("-inf")
+
+    def _settle(self) -> float:
+        """Bring rate and tokens up to now; returns now."""
+        now_s = self._clock()
+        elapsed_s = max(0.0, now_s - self._updated_s)
+        self._rate_per_s = min(self.max_rate_per_s,
+                               self._rate_per_s + elapsed_s * self.max_rate_per_s / self.recovery_s)
+        self._tokens = min(self.burst, self._tokens + elapsed_s * self._rate_per_s)
+        self._updated_s = now_s
+        return now_s
+
+    @property
+    def rate_per_s(self) -> float:
+        self._settle()
+        return self._rate_per_s
+
+    @property
+    def burst(self) -> float:
+        return max(1.0, self.max_burst * self._rate_per_s / self.max_rate_per_s)
 
     def reserve(self) -> float:
         """Take one token now and return how long the caller must wait before using it."""
-        now_s = self._clock()
-        self._tokens = min(float(self.burst), self._tokens + (now_s - self._updated_s) * self.rate_per_s)
-        self._updated_s = now_s
+        self._settle()
         self._tokens -= 1.0
-        return max(0.0, -self._tokens / self.rate_per_s)
+        return max(0.0, -self._tokens / self._rate_per_s)
+
+    def cut(self) -> float:
+        now_s = self._settle()
+        if now_s - self._cut_s >= self.cut_interval_s:
+            self._rate_per_s = max(floor_rate_per_s(self.max_rate_per_s), self._rate_per_s / 2)
+            self._tokens = min(self._tokens, self.burst)
+            self._cut_s = now_s
+        return self._rate_per_s
 
     async def acquire(self) -> None:
         wait_s = self.reserve()
         if wait_s > 0:
             await asyncio.sleep(wait_s)
 
+    async def slow_down(self) -> float:
+        return self.cut()
 
-# State lives in one hash: tokens (float, may go negative while callers wait) and the time of the
-# last update in microseconds. The clock is Redis TIME so that workers on different hosts agree.
-# Microsecond integers are formatted with %d because Lua's default number formatting keeps only 14
-# significant digits, which would round a Unix time in microseconds.
-_BUCKET_SCRIPT = """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
+
+# State lives in one hash: tokens (may go negative while callers wait), the pace at the last
+# update, the time of that update and of the last cut, in microseconds of Redis TIME so that
+# workers on different hosts agree. Microsecond integers are formatted with %d because Lua's
+# default number formatting keeps only 14 significant digits, which would round a Unix time.
+_SETTLE = """
+local max_rate = tonumber(ARGV[1])
+local max_burst = tonumber(ARGV[2])
+local recovery_s = tonumber(ARGV[3])
+local floor_rate = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'updated_us')
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'updated_us', 'rate', 'cut_us')
 local tokens = tonumber(state[1])
 local updated_us = tonumber(state[2])
+local rate = tonumber(state[3]) or max_rate
+local cut_us = tonumber(state[4]) or 0
 if tokens == nil or updated_us == nil then
-  tokens = burst
+  tokens = max_burst
   updated_us = now_us
 end
-local elapsed_us = math.max(0, now_us - updated_us)
-tokens = math.min(burst, tokens + elapsed_us * rate / 1000000) - 1
-redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens),
-           'updated_us', string.format('%d', now_us))
+local elapsed_s = math.max(0, now_us - updated_us) / 1000000
+rate = math.min(max_rate, rate + elapsed_s * max_rate / recovery_s)
+local burst = math.max(1, max_burst * rate / max_rate)
+tokens = math.min(burst, tokens + elapsed_s * rate)
+"""
+
+_SAVE = """
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens), 'updated_us', string.format('%d', now_us),
+           'rate', string.format('%.6f', rate), 'cut_us', string.format('%d', cut_us))
+-- Kept until the bucket is full and the pace back at its ceiling: then it equals a fresh one.
+local idle_s = (burst - tokens) / rate + (max_rate - rate) * recovery_s / max_rate
+redis.call('PEXPIRE', KEYS[1], math.ceil(idle_s * 1000) + 1000)
+"""
+
+_RESERVE_SCRIPT = _SETTLE + """
+tokens = tokens - 1
 local wait_us = 0
 if tokens < 0 then
   wait_us = math.ceil(-tokens * 1000000 / rate)
 end
-local idle_ms = math.ceil((burst - tokens) * 1000 / rate) + 1000
-redis.call('PEXPIRE', KEYS[1], idle_ms)
+""" + _SAVE + """
 return wait_us
+"""
+
+_CUT_SCRIPT = _SETTLE + """
+local cut_interval_us = tonumber(ARGV[5])
+if now_us - cut_us >= cut_interval_us then
+  rate = math.max(floor_rate, rate / 2)
+  burst = math.max(1, max_burst * rate / max_rate)
+  tokens = math.min(tokens, burst)
+  cut_us = now_us
+end
+""" + _SAVE + """
+return string.format('%.6f', rate)
 """
 
 
 class RedisPacer:
-    """Token bucket shared by every process that uses the same Redis key."""
+    """Adaptive token bucket shared by every process that uses the same Redis key."""
 
-    def __init__(self, redis: aioredis.Redis, key: str, rate_per_s: float, burst: int) -> None:
-        _check_rate(rate_per_s, burst)
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        key: str,
+        rate_per_s: float,
+        burst: int,
+        *,
+        recovery_s: float = DEFAULT_RECOVERY_S,
+        cut_interval_s: float = DEFAULT_CUT_INTERVAL_S,
+    ) -> None:
+        _check(rate_per_s, burst, recovery_s)
         self.key = key
-        self.rate_per_s = rate_per_s
-        self.burst = burst
-        self._script = redis.register_script(_BUCKET_SCRIPT)
+        self.max_rate_per_s = rate_per_s
+        self.max_burst = burst
+        self.recovery_s = recovery_s
+        self.cut_interval_s = cut_interval_s
+        self._reserve = redis.register_script(_RESERVE_SCRIPT)
+        self._cut = redis.register_script(_CUT_SCRIPT)
+
+    def _args(self) -> list[str]:
+        return [repr(self.max_rate_per_s), str(self.max_burst), repr(self.recovery_s),
+                repr(floor_rate_per_s(self.max_rate_per_s))]
 
     async def reserve(self) -> float:
         """Take one token now and return how long the caller must wait before using it."""
-        wait_us = await self._script(keys=[self.key], args=[repr(self.rate_per_s), str(self.burst)])
+        wait_us = await self._reserve(keys=[self.key], args=self._args())
         return int(wait_us) / 1_000_000
 
     async def acquire(self) -> None:
         wait_s = await self.reserve()
         if wait_s > 0:
             await asyncio.sleep(wait_s)
+
+    async def slow_down(self) -> float:
+        rate = await self._cut(keys=[self.key], args=[*self._args(), str(round(self.cut_interval_s * 1_000_000))])
+        return float(rate)

@@ -4,7 +4,8 @@ Serves files.list (`GET /drive/v3/files`) and files.get (`GET /drive/v3/files/{i
 `alt=media` for the bytes) the way Google does for an API-key caller: key checks, `q` parsing,
 `fields` masks, opaque page tokens, resource keys, Google-shaped error bodies, redirects to a
 download host, Range requests. Faults (rate limits, 5xx, dropped connections, slow bodies...) can
-be injected per file or at random from a seed, and counters record what the client asked for.
+be injected per file or at random from a seed, a per-second query quota can be enforced as
+Google's is, and counters record what the client asked for.
 
 The tree is declared in code (`add_folder`, `add_image`, `add_shortcut`...), or built by
 `build_demo_tree`. File contents are generated images padded to any size without being held in
@@ -20,6 +21,7 @@ import random
 import re
 import secrets
 import string
+import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -531,6 +533,7 @@ class DriveEmulator:
         disabled_keys: Iterable[str] = (),
         short_page_rate: float = 0.0,
         download_base_url: str | None = None,
+        quota_per_s: float | None = None,
     ) -> None:
         self.api_keys = frozenset(api_keys)
         self.disabled_keys = frozenset(disabled_keys)
@@ -554,6 +557,13 @@ class DriveEmulator:
         self._page_cursors: dict[str, _PageCursor] = {}
         self._download_secret = random.Random(seed + 2).randbytes(32)
         self._ticks = 0
+        # Google's per-minute query quota, as a bucket holding one second of it: API requests past
+        # it are answered 403 userRateLimitExceeded (byte downloads on the redirect host are not API
+        # queries). `rate_limited` counts those answers.
+        self.quota_per_s = quota_per_s
+        self._quota_tokens = quota_per_s or 0.0
+        self._quota_updated_s = time.monotonic()
+        self.rate_limited = 0
 
     # -- counters ------------------------------------------------------------------------------------
 
@@ -896,6 +906,19 @@ class DriveEmulator:
             return error_response(400, "badRequest", "API key not valid. Please pass a valid API key.", details=details)
         return None
 
+    def _check_quota(self) -> web.Response | None:
+        if self.quota_per_s is None:
+            return None
+        now_s = time.monotonic()
+        elapsed_s = now_s - self._quota_updated_s
+        self._quota_tokens = min(self.quota_per_s, self._quota_tokens + elapsed_s * self.quota_per_s)
+        self._quota_updated_s = now_s
+        if self._quota_tokens < 1.0:
+            self.rate_limited += 1
+            return error_response(403, "userRateLimitExceeded")
+        self._quota_tokens -= 1.0
+        return None
+
     def _request_keys(self, request: web.Request) -> dict[str, str]:
         header = request.headers.get(RESOURCE_KEYS_HEADER)
         if header is not None:
@@ -930,7 +953,7 @@ class DriveEmulator:
         except ValueError:
             query = None
         self.requests[("list", (query.parent_id or "") if query else "")] += 1
-        if (refusal := self._check_key(request)) is not None:
+        if (refusal := self._check_key(request) or self._check_quota()) is not None:
             return refusal
         if query is None:
             return _invalid_value("q")
@@ -991,7 +1014,7 @@ class DriveEmulator:
         media = request.query.get("alt") == "media"
         kind = "media" if media else "get"
         self.requests[(kind, file_id)] += 1
-        if (refusal := self._check_key(request)) is not None:
+        if (refusal := self._check_key(request) or self._check_quota()) is not None:
             return refusal
         item = self.items.get(file_id)
         if item is None or not self._visible(item, self._request_keys(request)):

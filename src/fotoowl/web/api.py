@@ -248,7 +248,7 @@ async def retry_import(request: web.Request) -> web.Response:
     require_token(request)
     import_id = _path_id(request)
     count = await importer.retry_failed(request.app[DB], request.app[ARQ], import_id,
-                                        batch_size=request.app[SETTINGS].batch_size)
+                                        request.app[SETTINGS])
     if count is None:
         raise ApiError(404, "not_found", f"There is no import {import_id}.")
     row = await fetch_import(request, import_id)

@@ -228,7 +228,7 @@ async def retry(request: web.Request) -> web.Response:
     await checked_form(request)
     require_unlocked(request)
     count = await importer.retry_failed(request.app[DB], request.app[ARQ], import_id,
-                                        batch_size=request.app[SETTINGS].batch_size)
+                                        request.app[SETTINGS])
     if count is None:
         raise api.ApiError(404, "not_found", f"There is no import {import_id}.")
     return see_other(request, f"/ui/imports/{import_id}?retried={count}")
