@@ -36,14 +36,17 @@ def make_thumbnail(source: bytes | IO[bytes], max_px: int) -> Thumbnail | None:
             warnings.simplefilter("ignore")
             with Image.open(fp) as opened:
                 width, height = opened.size
-                # JPEG can decode at 1/2, 1/4 or 1/8 scale: most of the saving for a preview.
-                opened.draft("RGB", (max_px, max_px))
+                # JPEG can decode at 1/2, 1/4 or 1/8 scale: most of the saving for a preview. Ask
+                # for the preview's own box, not a square, or the short side decodes too large.
+                scale = min(1.0, max_px / max(width, height, 1))
+                opened.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
                 img: Image.Image = opened
                 # exif_transpose copies the image even when there is nothing to turn.
                 if opened.getexif().get(_ORIENTATION, 1) != 1:
                     img = ImageOps.exif_transpose(opened) or opened
-                # After draft the image is at most twice the target: bilinear is enough and fast.
-                img.thumbnail((max_px, max_px), Image.Resampling.BILINEAR, reducing_gap=2.0)
+                # After draft a JPEG is under twice the target, where an area average looks as
+                # good as bilinear at two thirds of the cost.
+                img.thumbnail((max_px, max_px), Image.Resampling.BOX, reducing_gap=2.0)
                 if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
                     rgba = img.convert("RGBA")
                     flat = Image.new("RGB", rgba.size, _BACKGROUND)
