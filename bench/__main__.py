@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import json
 import shlex
@@ -35,6 +36,7 @@ from fotoowl.config import Settings
 
 HERE = Path(__file__).resolve().parent
 MiB = 1024 * 1024
+WARM_UP_FILES = 300
 STEPS = ("fotoowl", "naive", "limit", "rclone", "scaling", "api", "memory")
 # Diagnostic fotoowl runs beside the product defaults: (label, settings, worker counts). Previews
 # are CPU the bare copy does not spend; turning them off shows what the copy itself costs.
@@ -120,7 +122,9 @@ class Plan:
             "per emulator request (a latency-bound workload, as Drive's own latency makes it), 1 and 2 worker "
             "processes, product defaults.",
             "- Servers: embedded PostgreSQL (fsync off), Valkey, SeaweedFS `weed mini`, in a temp dir, "
-            "shared by every contender; each contender gets its own database, Redis db and key prefix.",
+            "shared by every contender; each contender gets its own database, Redis db and key prefix. "
+            f"An untimed warm-up first copies {WARM_UP_FILES} of the files, so that no contender pays for "
+            "SeaweedFS allocating its volumes.",
         ])
 
 
@@ -181,6 +185,7 @@ class Bench:
         self.manifest = manifest
         self.emulator_pid = emulator.pid
         self.say(f"workload: {len(manifest.files):,} images, {manifest.total_bytes / 1e6:,.1f} MB")
+        await self.warm_up(manifest)
         if "fotoowl" in steps:
             for number, (variant, settings, worker_counts) in enumerate(VARIANTS if plan.variants else VARIANTS[:1]):
                 for workers in worker_counts:
@@ -200,6 +205,13 @@ class Bench:
             await self.run_scaling()
         if "memory" in steps:
             await self.run_memory()
+
+    async def warm_up(self, manifest: Manifest) -> None:
+        """Untimed: SeaweedFS allocates its volumes on the first writes to the bucket, and the emulator
+        fills its caches on the first reads; without this the first contender pays for both."""
+        self.say(f"warm-up (untimed): bare copy of {WARM_UP_FILES} files ...")
+        sample = dataclasses.replace(manifest, files=manifest.sample(WARM_UP_FILES))
+        await contenders.bare_copy(self.stack, sample, concurrency=self.plan.in_flight, prefix="warm-up/")
 
     async def run_naive(self) -> Row:
         assert self.manifest is not None

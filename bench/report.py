@@ -90,7 +90,8 @@ def cpu_table(results: Results) -> str:
             continue
         total = sum(row.cpu_s.values())
         # The CPU window is the whole attempt (start-up included), the wall time only the timed part.
-        rows.append([row.contender, _num(row.seconds),
+        name = row.contender + (" [scaling folder]" if row.kind == "scaling" else "")
+        rows.append([name, _num(row.seconds),
                      *(_num(row.cpu_s.get(key, 0.0)) for key, _ in CPU_GROUPS),
                      f"{min(100.0, 100 * total / (cores * row.seconds)):.0f}%"])
     return _md_table(header, rows)

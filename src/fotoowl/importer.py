@@ -15,7 +15,7 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,6 +106,18 @@ class ClaimRoom:
     def give_back(self, items: int) -> None:
         self.held_items -= items
         self._freed.set()
+
+    def place(self) -> Callable[[], None]:
+        """For one reserved item: a function giving its place back, safe to call more than once."""
+        given = False
+
+        def give() -> None:
+            nonlocal given
+            if not given:
+                given = True
+                self.give_back(1)
+
+        return give
 
 
 class ByteBudget:
@@ -618,10 +630,14 @@ async def _transfer_batch(deps: Deps, import_id: int, token: uuid.UUID,
     pending_results: list[Copied] = []
     unfinished = {item["id"] for item in items}
     attempts = {item["id"]: item["attempts"] for item in items}
-    tasks = {asyncio.create_task(_copy_item(deps, item, token)): item["id"] for item in items}
-    for task in tasks:
-        # Whatever way a copy ends, its place is free for the next claim of any job in this process.
-        task.add_done_callback(lambda _: deps.claim_room.give_back(1))
+    tasks: dict[asyncio.Task[Copied | CopyFailed], int] = {}
+    for item in items:
+        # A place is free for the next claim once the file is stored (its preview is bounded by
+        # memory, not by places), or however else its copy ends.
+        give_place = deps.claim_room.place()
+        task = asyncio.create_task(_copy_item(deps, item, token, give_place))
+        task.add_done_callback(_ignoring_task(give_place))
+        tasks[task] = item["id"]
     watcher = asyncio.create_task(_watch(deps, import_id, token, set(tasks)))
     flush_at = time.monotonic() + 1.0
     moved = 0
@@ -664,6 +680,10 @@ async def _transfer_batch(deps: Deps, import_id: int, token: uuid.UUID,
     return moved
 
 
+def _ignoring_task(call: Callable[[], None]) -> Callable[[asyncio.Task[Any]], None]:
+    return lambda _task: call()
+
+
 async def _watch(deps: Deps, import_id: int, token: uuid.UUID, tasks: set[asyncio.Task[Any]]) -> None:
     """Renew the batch's lease, and abort its copies when the import is cancelled."""
     renew_every_s = max(1.0, deps.settings.lease_s / 3)
@@ -684,11 +704,12 @@ async def _watch(deps: Deps, import_id: int, token: uuid.UUID, tasks: set[asynci
             renewed_at = time.monotonic()
 
 
-async def _copy_item(deps: Deps, item: asyncpg.Record, token: uuid.UUID) -> Copied | CopyFailed:
+async def _copy_item(deps: Deps, item: asyncpg.Record, token: uuid.UUID,
+                     on_stored: Callable[[], None]) -> Copied | CopyFailed:
     extra = {"import_id": item["import_id"], "file_id": item["file_id"]}
     started = time.monotonic()
     try:
-        copied = await _copy(deps, item, token)
+        copied = await _copy(deps, item, token, on_stored)
     except DriveError as exc:
         outcome = CopyFailed(item["id"], exc.reason or f"http_{exc.status}", str(exc), exc.transient)
     except ChecksumMismatch as exc:
@@ -713,7 +734,7 @@ class SizeMismatch(Exception):
     pass
 
 
-async def _copy(deps: Deps, item: asyncpg.Record, token: uuid.UUID) -> Copied:
+async def _copy(deps: Deps, item: asyncpg.Record, token: uuid.UUID, on_stored: Callable[[], None]) -> Copied:
     settings = deps.settings
     key = object_key(settings, item["file_id"], item["mime_type"])
     size = int(item["size_bytes"])
@@ -735,6 +756,7 @@ async def _copy(deps: Deps, item: asyncpg.Record, token: uuid.UUID) -> Copied:
     finally:
         # The slot goes back before the thumbnail: previews never hold up transfers, only memory can.
         deps.semaphore.release()
+    on_stored()
     thumb_key = width = height = None
     try:
         if wants_thumbnail:
