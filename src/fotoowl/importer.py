@@ -85,8 +85,8 @@ class Deps:
 class ClaimRoom:
     """Room for claimed items in one process: its files in flight plus a quarter more waiting their
     turn (claims take a database round trip). A claim waits until there is room for a worthwhile
-    batch and takes what room there is; each item gives its place back as it finishes. Sized claims
-    leave the rest of an import's items pending for other worker processes to claim."""
+    batch and takes what room there is; each item gives its place back once its file is stored.
+    Sized claims leave the rest of an import's items pending for other worker processes to claim."""
 
     def __init__(self, capacity_items: int, *, min_claim_items: int) -> None:
         self.capacity_items = capacity_items
@@ -237,10 +237,6 @@ async def retry_failed(pool: asyncpg.Pool, redis: ArqRedis, import_id: int, sett
     if count:
         await enqueue_transfers(redis, import_id, f"retry-{uuid.uuid4().hex[:8]}", _lanes(count, settings))
     return int(count)
-
-
-# An active import records progress every second or so (see _transfer_batch).
-STALLED_AFTER_S = 15.0
 
 
 def _lanes(pending: int, settings: Settings) -> int:
@@ -819,6 +815,10 @@ async def _thumbnail(deps: Deps, item: asyncpg.Record, key: str,
 
 
 # --- the sweeper ----------------------------------------------------------------------------------
+
+# An active import records progress every second or so (see _transfer_batch).
+STALLED_AFTER_S = 15.0
+
 
 async def sweep(deps: Deps) -> None:
     """Periodic repair: restart dead listings, requeue reclaimable items, finalise, clean up."""
