@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import redis.asyncio as aioredis
@@ -32,18 +33,31 @@ class Pacer(Protocol):
         ...
 
 
-def _check(rate_per_s: float, burst: int, recovery_s: float) -> None:
-    if rate_per_s <= 0:
-        raise ValueError("rate_per_s must be positive")
-    if burst < 1:
-        raise ValueError("burst must be at least 1")
-    if recovery_s <= 0:
-        raise ValueError("recovery_s must be positive")
+@dataclass(frozen=True, slots=True)
+class PaceRule:
+    """What both pacers enforce: the ceiling, its burst, and how the pace falls and recovers."""
 
+    max_rate_per_s: float
+    max_burst: int
+    recovery_s: float = DEFAULT_RECOVERY_S
+    cut_interval_s: float = DEFAULT_CUT_INTERVAL_S
 
-def floor_rate_per_s(max_rate_per_s: float) -> float:
-    # One request a second still makes progress; Retry-After and backoff handle anything worse.
-    return min(max_rate_per_s, 1.0)
+    def __post_init__(self) -> None:
+        if self.max_rate_per_s <= 0:
+            raise ValueError("rate_per_s must be positive")
+        if self.max_burst < 1:
+            raise ValueError("burst must be at least 1")
+        if self.recovery_s <= 0:
+            raise ValueError("recovery_s must be positive")
+
+    @property
+    def floor_rate_per_s(self) -> float:
+        # One request a second still makes progress; Retry-After and backoff handle anything worse.
+        return min(self.max_rate_per_s, 1.0)
+
+    def burst_at(self, rate_per_s: float) -> float:
+        """The burst shrinks with the pace."""
+        return max(1.0, self.max_burst * rate_per_s / self.max_rate_per_s)
 
 
 class LocalPacer:
@@ -58,11 +72,7 @@ class LocalPacer:
         cut_interval_s: float = DEFAULT_CUT_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        _check(rate_per_s, burst, recovery_s)
-        self.max_rate_per_s = rate_per_s
-        self.max_burst = burst
-        self.recovery_s = recovery_s
-        self.cut_interval_s = cut_interval_s
+        self.rule = PaceRule(rate_per_s, burst, recovery_s, cut_interval_s)
         self._clock = clock
         self._tokens = float(burst)
         self._rate_per_s = rate_per_s
@@ -73,8 +83,9 @@ class LocalPacer:
         """Bring rate and tokens up to now; returns now."""
         now_s = self._clock()
         elapsed_s = max(0.0, now_s - self._updated_s)
-        self._rate_per_s = min(self.max_rate_per_s,
-                               self._rate_per_s + elapsed_s * self.max_rate_per_s / self.recovery_s)
+        rule = self.rule
+        self._rate_per_s = min(rule.max_rate_per_s,
+                               self._rate_per_s + elapsed_s * rule.max_rate_per_s / rule.recovery_s)
         self._tokens = min(self.burst, self._tokens + elapsed_s * self._rate_per_s)
         self._updated_s = now_s
         return now_s
@@ -86,7 +97,7 @@ class LocalPacer:
 
     @property
     def burst(self) -> float:
-        return max(1.0, self.max_burst * self._rate_per_s / self.max_rate_per_s)
+        return self.rule.burst_at(self._rate_per_s)
 
     def reserve(self) -> float:
         """Take one token now and return how long the caller must wait before using it."""
@@ -96,8 +107,8 @@ class LocalPacer:
 
     def cut(self) -> float:
         now_s = self._settle()
-        if now_s - self._cut_s >= self.cut_interval_s:
-            self._rate_per_s = max(floor_rate_per_s(self.max_rate_per_s), self._rate_per_s / 2)
+        if now_s - self._cut_s >= self.rule.cut_interval_s:
+            self._rate_per_s = max(self.rule.floor_rate_per_s, self._rate_per_s / 2)
             self._tokens = min(self._tokens, self.burst)
             self._cut_s = now_s
         return self._rate_per_s
@@ -181,18 +192,14 @@ class RedisPacer:
         recovery_s: float = DEFAULT_RECOVERY_S,
         cut_interval_s: float = DEFAULT_CUT_INTERVAL_S,
     ) -> None:
-        _check(rate_per_s, burst, recovery_s)
+        self.rule = PaceRule(rate_per_s, burst, recovery_s, cut_interval_s)
         self.key = key
-        self.max_rate_per_s = rate_per_s
-        self.max_burst = burst
-        self.recovery_s = recovery_s
-        self.cut_interval_s = cut_interval_s
         self._reserve = redis.register_script(_RESERVE_SCRIPT)
         self._cut = redis.register_script(_CUT_SCRIPT)
 
     def _args(self) -> list[str]:
-        return [repr(self.max_rate_per_s), str(self.max_burst), repr(self.recovery_s),
-                repr(floor_rate_per_s(self.max_rate_per_s))]
+        rule = self.rule
+        return [repr(rule.max_rate_per_s), str(rule.max_burst), repr(rule.recovery_s), repr(rule.floor_rate_per_s)]
 
     async def reserve(self) -> float:
         """Take one token now and return how long the caller must wait before using it."""
@@ -205,5 +212,5 @@ class RedisPacer:
             await asyncio.sleep(wait_s)
 
     async def slow_down(self) -> float:
-        rate = await self._cut(keys=[self.key], args=[*self._args(), str(round(self.cut_interval_s * 1_000_000))])
+        rate = await self._cut(keys=[self.key], args=[*self._args(), str(round(self.rule.cut_interval_s * 1_000_000))])
         return float(rate)
