@@ -29,7 +29,7 @@ async def test_healthz_and_readyz(client: Any) -> None:
     resp = await client.get("/readyz")
     assert resp.status == 200
     assert await resp.json() == {"status": "ready",
-                                 "checks": {"database": "ok", "redis": "ok", "storage": "ok"}}
+                                 "checks": {"database": "ok", "redis": "ok", "storage": "ok", "workers": "ok"}}
 
 
 async def test_readyz_names_the_dependency_that_is_down(settings: Settings, aiohttp_client: Any,

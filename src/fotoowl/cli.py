@@ -6,17 +6,19 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
 from fotoowl.config import DEFAULT_DRIVE_API_URL, ConfigError, Secret, Settings
 from fotoowl.logs import setup_logging
 
-EXIT_OK, EXIT_FAILED_FILES, EXIT_BAD_INPUT, EXIT_IMPORT_FAILED = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED_FILES, EXIT_BAD_INPUT, EXIT_IMPORT_FAILED, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
 DEMO_API_KEY = "fotoowl-demo-key"
 
 
@@ -94,12 +96,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from arq.worker import run_worker
-
-    from fotoowl.worker import Settings as WorkerSettings
+    from fotoowl.worker import run_worker_forever
 
     _require_services(settings)
-    run_worker(WorkerSettings)  # type: ignore[arg-type]
+    run_worker_forever()
     return EXIT_OK
 
 
@@ -212,14 +212,66 @@ def _fail(args: argparse.Namespace, code: int, error: str, message: str) -> int:
     return code
 
 
+class _Unavailable(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+_PASSWORD_PARAM_RE = re.compile(r"(?i)([?&]password=)[^&#]*")
+
+
+def _redacted_url(url: str) -> str:
+    """The URL with its password masked, both as user:password@ and as a ?password= parameter."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        # Rebuilt rather than str.replace(password): a password equal to the user name must not survive.
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        url = urlunsplit(parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:****@{hostport}"))
+    return _PASSWORD_PARAM_RE.sub(r"\1****", url)
+
+
+def _unavailable(service: str, code: str, url: str, exc: BaseException) -> _Unavailable:
+    detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return _Unavailable(code, f"cannot connect to {service} at {_redacted_url(url)} ({detail})")
+
+
 async def _import(settings: Settings, args: argparse.Namespace, ref: Any) -> int:
+    try:
+        return await _import_with_services(settings, args, ref)
+    except _Unavailable as exc:
+        return _fail(args, EXIT_UNAVAILABLE, exc.code, exc.message)
+
+
+async def _import_with_services(settings: Settings, args: argparse.Namespace, ref: Any) -> int:
+    import asyncpg
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+
     from fotoowl import importer
     from fotoowl.db import create_pool, migrate
     from fotoowl.web.api import import_json
     from fotoowl.worker import create_arq_pool
 
-    pool = await create_pool(settings, min_size=1)
-    redis = await create_arq_pool(settings)
+    try:
+        pool = await create_pool(settings, min_size=1)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise _unavailable("the database", "database_unavailable", settings.database_url, exc) from None
+    try:
+        # arq's own connect retries for seconds, logging a warning each time; a one-shot command
+        # answers at once and leaves retrying to the caller, which the distinct exit code allows.
+        probe = aioredis.Redis.from_pool(aioredis.ConnectionPool.from_url(settings.redis_url))
+        try:
+            await probe.ping()
+            redis = await create_arq_pool(settings)
+        except (OSError, TimeoutError, RedisError) as exc:
+            raise _unavailable("Redis", "redis_unavailable", settings.redis_url, exc) from None
+        finally:
+            await probe.aclose()
+    except BaseException:
+        await pool.close()
+        raise
     try:
         async with pool.acquire() as conn:
             await migrate(conn)

@@ -62,6 +62,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     api_token: Secret = field(default_factory=lambda: Secret(""))
+    # Signs the HTML forms' tokens; empty: a random key kept in data_dir/secret-key.
+    secret_key: Secret = field(default_factory=lambda: Secret(""))
     data_dir: Path = Path(".fotoowl")
     # Pipeline tuning.
     # Transfers are latency-bound (two Drive round trips a file): concurrency is what buys speed,
@@ -73,12 +75,16 @@ class Settings:
     batch_size: int = 200
     lease_s: int = 300
     max_attempts: int = 3
+    # Listing a folder may fail this many times (Drive errors, unexpected ones) before the import fails.
+    max_list_attempts: int = 5
     retry_backoff_s: float = 2.0
     # Google's documented 12,000 queries per minute. A ceiling: each rate-limit answer halves the
     # pace, which then climbs back over a minute (pacer.py).
     drive_rate_per_s: float = 200.0
     drive_burst: int = 100
     drive_read_timeout_s: float = 60.0
+    # Tries of one Drive request (backing off between them) before its file or listing attempt fails.
+    drive_max_tries: int = 8
     job_timeout_s: int = 3600
     embedded_workers: bool = True
     # Image downloads answer with a redirect to a short-lived presigned S3 URL instead of streaming
@@ -138,8 +144,8 @@ class Settings:
         if self.part_size_bytes < 5 * 1024 * 1024:
             raise ConfigError(f"{PREFIX}PART_SIZE_BYTES must be at least 5 MiB (5242880)")
         for name in ("files_in_flight", "chunk_size_bytes", "batch_size", "lease_s", "max_attempts",
-                     "drive_burst", "job_timeout_s", "db_pool_size", "thumbnail_threads",
-                     "transfer_memory_bytes"):
+                     "max_list_attempts", "drive_max_tries", "drive_burst", "job_timeout_s", "db_pool_size",
+                     "thumbnail_threads", "transfer_memory_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
         if self.retry_backoff_s < 0:

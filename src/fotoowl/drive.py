@@ -798,13 +798,15 @@ class DriveClient:
             if response.status in _REDIRECT_STATUSES:
                 location = response.headers.get("Location", "")
                 response.release()
-                url = url.join(URL(location))
-                if not location or not self._allowed_download_url(url):
+                target = _redirect_target(url, location)
+                if target is None or not self._allowed_download_url(target):
+                    host = target.host if target is not None else None
                     raise DriveError(
-                        f"Google Drive redirected the download to an unexpected host ({url.host or 'none'}).",
+                        f"Google Drive redirected the download to an unexpected host ({host or 'none'}).",
                         status=response.status,
                         reason="unexpectedRedirect",
                     )
+                url = target
                 continue
             try:
                 body = await response.read()
@@ -814,6 +816,28 @@ class DriveClient:
                 response.release()
             raise self._http_error(response.status, body, response.headers)
         raise DriveError("Too many redirects while downloading from Google Drive.", reason="tooManyRedirects")
+
+
+def _redirect_target(current: URL, location: str) -> URL | None:
+    """Where a Location header points, resolved against the current URL; None if it names no usable host.
+
+    yarl raises ValueError for malformed URLs (`http://[::1`, a port over 65535); escaping from here it
+    would end the whole transfer batch instead of failing one file. yarl also resolves an empty authority
+    (`//`, `///x`) to the current host, which would send us round in circles until tooManyRedirects.
+    """
+    location = location.strip()
+    if not location:
+        return None
+    try:
+        reference = URL(location)
+        if (reference.scheme or location.startswith("//")) and not reference.host:
+            return None
+        target = current.join(reference)
+    except ValueError:
+        return None
+    if target.scheme not in ("http", "https") or not target.host:
+        return None
+    return target
 
 
 def _content_range(value: str | None) -> tuple[int, int | None] | None:

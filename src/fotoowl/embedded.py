@@ -42,22 +42,48 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
+def free_ports_with_offset(count: int, offset: int) -> list[int]:
+    """`count` free loopback ports p with every p + offset free too, all 2 * count numbers distinct.
+
+    SeaweedFS derives each gRPC port as port + 10000 and refuses a port that equals another's gRPC port.
+    Each accepted pair stays bound until the whole set is chosen: closed early, the OS could hand the same
+    port out again, or give a later probe a number already promised as someone's p + offset.
+    """
+    held: list[socket.socket] = []
+    chosen: list[int] = []
+    taken: set[int] = set()
+    try:
+        for _ in range(200 * count):
+            probe = _bind_loopback(0)
+            if probe is None:
+                continue
+            port = int(probe.getsockname()[1])
+            grpc = port + offset
+            # Held sockets already keep these apart; the set states the promise without relying on the OS.
+            clash = grpc >= 65536 or port in taken or grpc in taken
+            grpc_probe = None if clash else _bind_loopback(grpc)
+            if grpc_probe is None:
+                probe.close()
+                continue
+            held += (probe, grpc_probe)
+            chosen.append(port)
+            taken.update((port, grpc))
+            if len(chosen) == count:
+                return chosen
+        raise EmbeddedError(f"no {count} free loopback ports with free port + {offset} found")
+    finally:
+        for sock in held:
+            sock.close()
 
 
-def _free_port_pair(offset: int) -> int:
-    """A free port p with p + offset free too (SeaweedFS derives gRPC ports that way)."""
-    for _ in range(200):
-        port = free_port()
-        if port + offset < 65536 and _port_is_free(port + offset):
-            return port
-    raise EmbeddedError("no pair of free loopback ports found")
+def _bind_loopback(port: int) -> socket.socket | None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        return None
+    return sock
 
 
 def _die_with_parent() -> None:
@@ -289,29 +315,67 @@ def weed_binary() -> str:
     return found
 
 
-def start_seaweedfs(data_dir: Path, *, bucket: str, access_key_id: str, secret_access_key: str) -> Server:
-    """SeaweedFS `weed mini` serving the S3 API, with every one of its ports on 127.0.0.1."""
+_GRPC_PORT_OFFSET = 10000
+
+
+class _GrpcPortClash(EmbeddedError):
+    """weed refused a port as one reserved for another component's gRPC port."""
+
+
+def start_seaweedfs(data_dir: Path, *, bucket: str, access_key_id: str, secret_access_key: str,
+                    weed: str | None = None) -> Server:
+    """SeaweedFS `weed mini` serving the S3 API, with every one of its ports on 127.0.0.1.
+
+    `weed` overrides the binary (tests stand in a script for it).
+    """
     data_dir = data_dir.absolute()
     data_dir.mkdir(parents=True, exist_ok=True)
-    # gRPC ports default to http port + 10000; choose pairs that are both free.
-    master, volume, filer, s3, admin = (_free_port_pair(10000) for _ in range(5))
+    binary = weed or weed_binary()
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key_id, "AWS_SECRET_ACCESS_KEY": secret_access_key}
+    try:
+        return _start_weed_mini(binary, data_dir, bucket, env)
+    except _GrpcPortClash:
+        # The probe sockets are closed before weed binds, so another process can take a port in between;
+        # fresh ports are worth one more try.
+        log.warning("seaweedfs refused a port reserved for gRPC; retrying with other ports")
+        return _start_weed_mini(binary, data_dir, bucket, env)
+
+
+def _start_weed_mini(binary: str, data_dir: Path, bucket: str, env: dict[str, str]) -> Server:
+    master, volume, filer, s3, admin = free_ports_with_offset(5, _GRPC_PORT_OFFSET)
     args = [
-        weed_binary(), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        binary, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         "-master.telemetry=false", f"-master.port={master}", f"-volume.port={volume}",
         f"-filer.port={filer}", f"-s3.port={s3}", f"-admin.port={admin}",
         "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", f"-bucket={bucket}",
     ]
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key_id, "AWS_SECRET_ACCESS_KEY": secret_access_key}
     log_path = data_dir / "seaweedfs.log"
+    # The log is appended to across runs: only this run's lines may decide about a clash.
+    log_start = log_path.stat().st_size if log_path.exists() else 0
     proc = _spawn(args, log_path, env=env, cwd=data_dir)
     url = f"http://127.0.0.1:{s3}"
     server = Server("seaweedfs", url, proc, log_path)
     try:
         _wait_http(url + "/", 90, proc, log_path)
+    except EmbeddedError as exc:
+        exited_early = proc.poll() is not None  # before stop(), which ends a hung one too
+        server.stop()
+        if exited_early and "reserved for gRPC calculation" in _log_since(log_path, log_start):
+            raise _GrpcPortClash(str(exc)) from None
+        raise
     except BaseException:
         server.stop()
         raise
     return server
+
+
+def _log_since(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as log_file:
+            log_file.seek(offset)
+            return log_file.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes], log_path: Path) -> None:

@@ -8,6 +8,7 @@ items are claimed with a lease, object keys are derived from Drive ids, and an i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import mimetypes
 import random
@@ -35,7 +36,9 @@ from fotoowl.drive import (
     FolderRef,
     SkippedFile,
 )
+from fotoowl.liveness import Heartbeat, reclaim_from_the_dead
 from fotoowl.metrics import BYTES_TRANSFERRED, FILES, TRANSFER_SECONDS
+from fotoowl.resilience import OutageGate, is_db_outage, is_redis_outage, is_storage_outage, with_database
 from fotoowl.storage import MIN_PART_SIZE_BYTES, ChecksumMismatch, Storage, StoredObject, part_size_for
 from fotoowl.thumbnails import CONTENT_TYPE as THUMBNAIL_CONTENT_TYPE
 from fotoowl.thumbnails import make_thumbnail
@@ -48,8 +51,21 @@ FINISHED = ("completed", "completed_with_errors", "failed", "cancelled")
 # Import error codes that mean the input or the configuration is unusable, not that the import broke.
 FOLDER_NOT_ACCESSIBLE = "folder_not_accessible"
 DRIVE_CONFIGURATION_ERROR = "drive_configuration_error"
+LISTING_FAILED = "listing_failed"
+LISTING_HEARTBEAT_S = 5.0
+# A storage failure this soon after an outage belongs to it (the request began while storage was
+# down and only gave up now, after botocore's own retries), even though storage answers again.
+STORAGE_RECENT_OUTAGE_S = 120.0
+# How long a hand-back on the way out may take before the leases are left to expire instead.
+RELEASE_TIMEOUT_S = 10.0
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 _THUMBNAIL_MAX_SOURCE_BYTES = 64 * 1024 * 1024
+# Stored objects carry their type only when it is an image type browsers render without running
+# anything; whatever else Drive claims (SVG, HTML, junk) is stored as opaque bytes.
+SAFE_CONTENT_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp", "image/avif", "image/bmp",
+                                "image/tiff", "image/heic", "image/heif"})
+# Where each process writes to find out whether storage takes writes again after an outage.
+_PROBE_KEY = "_fotoowl/probe"
 
 
 @dataclass
@@ -69,6 +85,10 @@ class Deps:
     transfer_memory: ByteBudget = field(init=False)
     # Previews are CPU work on their own thread(s), so they cannot take every core from the loop.
     thumbnail_executor: ThreadPoolExecutor = field(init=False)
+    # Closed while storage is down: no new claims, and copies it failed go back without an attempt.
+    storage_gate: OutageGate = field(init=False)
+    # This process's beat: items it claims carry its id, so the sweeper can tell when it died.
+    heartbeat: Heartbeat = field(init=False)
 
     def __post_init__(self) -> None:
         self.semaphore = asyncio.Semaphore(self.settings.files_in_flight)
@@ -77,9 +97,14 @@ class Deps:
         self.thumbnail_executor = ThreadPoolExecutor(self.settings.thumbnail_threads,
                                                      thread_name_prefix="fotoowl-thumbnail")
         self.transfer_memory = ByteBudget(self.settings.transfer_memory_bytes)
+        self.heartbeat = Heartbeat(self.pool, uuid.uuid4())
+        probe_key = f"{self.settings.s3_prefix_normalised}{_PROBE_KEY}"
+        self.storage_gate = OutageGate(
+            "storage", lambda: self.storage.put_bytes(probe_key, b"ok", content_type="text/plain"))
 
     def close(self) -> None:
         self.thumbnail_executor.shutdown(wait=False, cancel_futures=True)
+        self.storage_gate.cancel()
 
 
 class ClaimRoom:
@@ -147,7 +172,8 @@ class ByteBudget:
 def object_key(settings: Settings, file_id: str, mime_type: str) -> str:
     """Derived from the Drive id, never from the file name: no traversal, no same-name collisions."""
     safe_id = file_id if _SAFE_ID.match(file_id) else uuid.uuid5(uuid.NAMESPACE_URL, file_id).hex
-    ext = _extension(mime_type)
+    # No extension for types stored as opaque bytes: S3 servers guess a Content-Type from it.
+    ext = _extension(mime_type) if mime_type in SAFE_CONTENT_TYPES else ""
     return f"{settings.s3_prefix_normalised}{SOURCE}/{safe_id}{ext}"
 
 
@@ -172,7 +198,14 @@ async def create_import(pool: asyncpg.Pool, redis: ArqRedis, ref: FolderRef, fol
         ref.folder_id, folder_url, ref.resource_key, recursive,
     )
     assert row is not None
-    await enqueue_listing(redis, row["id"], attempt=0)
+    try:
+        await enqueue_listing(redis, row["id"], attempt=0)
+    except Exception as exc:
+        if not is_redis_outage(exc):
+            raise
+        # Recorded all the same: the sweeper queues a queued import whose job is missing.
+        log.warning("could not queue the listing (Redis unavailable); the sweeper will",
+                    extra={"import_id": row["id"]})
     return row
 
 
@@ -235,7 +268,13 @@ async def retry_failed(pool: asyncpg.Pool, redis: ArqRedis, import_id: int, sett
                 import_id, count,
             )
     if count:
-        await enqueue_transfers(redis, import_id, f"retry-{uuid.uuid4().hex[:8]}", _lanes(count, settings))
+        try:
+            await enqueue_transfers(redis, import_id, f"retry-{uuid.uuid4().hex[:8]}", _lanes(count, settings))
+        except Exception as exc:
+            if not is_redis_outage(exc):
+                raise
+            log.warning("could not queue the retry (Redis unavailable); the sweeper will",
+                        extra={"import_id": import_id})
     return int(count)
 
 
@@ -301,10 +340,21 @@ async def insert_items(pool: asyncpg.Pool, import_id: int,
                       None, None, None, None, None, entry.reason, entry.message)
             FILES.labels("skipped", entry.reason).inc()
         for col, value in zip(cols, values, strict=True):
-            col.append(value)
+            col.append(pg_text(value) if isinstance(value, str) else value)
     row = await pool.fetchrow(_INSERT_ITEMS, import_id, *cols)
     assert row is not None
     return int(row["pending"]), str(row["status"])
+
+
+def pg_text(value: str) -> str:
+    """Text PostgreSQL can store: a name may hold a NUL byte or a lone surrogate (from JSON escapes)."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value
 
 
 async def list_import(deps: Deps, import_id: int) -> None:
@@ -317,6 +367,40 @@ async def list_import(deps: Deps, import_id: int) -> None:
     )
     if row is None:
         return  # cancelled, finished, or listed by an earlier delivery of this job
+    if row["list_failures"] >= deps.settings.max_list_attempts:
+        message = f"Listing the folder failed {row['list_failures']} times; the last error: {row['list_error']}"
+        await fail_import(deps.pool, import_id, LISTING_FAILED, message)
+        return
+    beating = asyncio.create_task(_listing_heartbeat(deps.pool, import_id))
+    try:
+        await _list(deps, import_id, row)
+    finally:
+        beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
+
+
+async def _listing_heartbeat(pool: asyncpg.Pool, import_id: int) -> None:
+    """Shows the sweeper this listing is alive even while one Drive page takes long (retries, backoff)."""
+    while True:
+        await asyncio.sleep(LISTING_HEARTBEAT_S)
+        try:
+            await pool.execute("UPDATE imports SET heartbeat_at = now() WHERE id = $1 AND status = 'listing'",
+                               import_id)
+        except Exception as exc:  # a missed beat is harmless; the listing itself meets the outage
+            log.debug("listing heartbeat failed: %s", type(exc).__name__)
+
+
+async def record_list_failure(pool: asyncpg.Pool, import_id: int, code: str, message: str) -> int:
+    """Count one failed listing attempt; returns the failures so far."""
+    failures: int | None = await pool.fetchval(
+        """UPDATE imports SET list_failures = list_failures + 1, list_error = $2, updated_at = now()
+           WHERE id = $1 AND status IN ('queued', 'listing') RETURNING list_failures""",
+        import_id, f"{message} ({code})"[:2000],
+    )
+    return failures or 0
+
+
+async def _list(deps: Deps, import_id: int, row: asyncpg.Record) -> None:
     ref = FolderRef(row["folder_id"], row["resource_key"])
     extra = {"import_id": import_id}
     try:
@@ -340,8 +424,13 @@ async def list_import(deps: Deps, import_id: int) -> None:
             log.info("listing stopped: import is %s", status, extra=extra)
             return
         if pending:
-            await enqueue_transfers(deps.redis, import_id, f"p{pages}",
-                                    _lanes(pending, deps.settings))
+            try:
+                await enqueue_transfers(deps.redis, import_id, f"p{pages}", _lanes(pending, deps.settings))
+            except Exception as exc:
+                if not is_redis_outage(exc):
+                    raise
+                # The items are recorded; the sweeper queues transfers for them once Redis is back.
+                log.warning("could not queue transfers (Redis unavailable); the sweeper will", extra=extra)
     await deps.pool.execute(
         """UPDATE imports SET listed_at = now(), status = 'running', updated_at = now()
            WHERE id = $1 AND status = 'listing'""",
@@ -407,20 +496,50 @@ async def abort_orphan_uploads(deps: Deps, import_id: int) -> int:
 # --- transfers ------------------------------------------------------------------------------------
 
 _CLAIM = """
-WITH picked AS (
+WITH held AS (
+    SELECT id FROM import_items WHERE import_id = $1 AND lease_token = $3 AND status = 'in_progress'
+), picked AS (
     SELECT id FROM import_items
     WHERE import_id = $1
+      AND attempts < $5
       AND ((status = 'pending' AND (not_before IS NULL OR not_before <= now()))
            OR (status = 'in_progress' AND lease_expires_at < now()))
       AND EXISTS (SELECT 1 FROM imports WHERE id = $1 AND status IN ('listing', 'running'))
+      AND NOT EXISTS (SELECT 1 FROM held)
     ORDER BY id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE import_items it SET status = 'in_progress', attempts = it.attempts + 1, lease_token = $3,
+           lease_expires_at = now() + make_interval(secs => $4), worker_id = $6, updated_at = now()
+    FROM picked WHERE it.id = picked.id
+    RETURNING it.*
 )
-UPDATE import_items it SET status = 'in_progress', attempts = it.attempts + 1, lease_token = $3,
-       lease_expires_at = now() + make_interval(secs => $4), updated_at = now()
-FROM picked WHERE it.id = picked.id
-RETURNING it.*
+SELECT * FROM claimed
+UNION ALL
+SELECT it.* FROM import_items it JOIN held ON held.id = it.id
+"""
+
+# Items with their attempts spent that no failure was recorded for: each attempt ended with its worker
+# gone mid-copy (killed, out of memory, timed out: the lease ran out) or its batch failing
+# unexpectedly (handed back with the attempt spent), so the file itself is the likely cause.
+_FAIL_EXHAUSTED = """
+WITH lost AS (
+    UPDATE import_items SET status = 'failed',
+           error_code = CASE WHEN status = 'in_progress' THEN 'worker_lost' ELSE 'internal_error' END,
+           error_message = 'Copying this file was interrupted ' || attempts || ' times ('
+               || CASE WHEN status = 'in_progress' THEN 'its worker stopped or timed out mid-copy'
+                       ELSE 'an unexpected error ended its batch' END
+               || '); it is not tried again automatically.',
+           lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+    WHERE import_id = $1 AND attempts >= $2
+      AND ((status = 'in_progress' AND lease_expires_at < now()) OR status = 'pending')
+    RETURNING upload_id, file_id, mime_type
+), counted AS (
+    UPDATE imports SET failed_count = failed_count + (SELECT count(*) FROM lost), updated_at = now()
+    WHERE id = $1 AND EXISTS (SELECT 1 FROM lost)
+)
+SELECT * FROM lost
 """
 
 _RECORD_DONE = """
@@ -457,6 +576,20 @@ WHERE id = $1
 RETURNING (SELECT count(*) FROM written) AS written
 """
 
+async def fail_exhausted(deps: Deps, import_id: int) -> int:
+    """Fail the items no attempt is left for after their worker vanished; returns how many."""
+    rows = await deps.pool.fetch(_FAIL_EXHAUSTED, import_id, deps.settings.max_attempts)
+    for row in rows:
+        FILES.labels("failed", "worker_lost").inc()
+        if row["upload_id"]:
+            await deps.storage.abort_upload(object_key(deps.settings, row["file_id"], row["mime_type"]),
+                                            row["upload_id"])
+    if rows:
+        log.warning("%d items failed: their workers stopped mid-copy too often", len(rows),
+                    extra={"import_id": import_id})
+    return len(rows)
+
+
 _STAGED_COLUMNS = ("item_id", "lease_token", "storage_key", "storage_path", "thumbnail_key", "md5",
                    "size_bytes", "width", "height")
 
@@ -479,6 +612,14 @@ class CopyFailed:
     code: str
     message: str
     transient: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CopyPaused:
+    """Our own storage or database failed the copy: the item goes back without spending an attempt."""
+
+    item_id: int
+    reason: str
 
 
 async def record_done(pool: asyncpg.Pool, import_id: int, lease_token: uuid.UUID,
@@ -529,17 +670,22 @@ async def record_failure(pool: asyncpg.Pool, import_id: int, lease_token: uuid.U
     return status
 
 
-async def release(pool: asyncpg.Pool, lease_token: uuid.UUID, item_ids: Sequence[int], status: str) -> None:
-    """Hand items back (shutdown: 'pending') or close them (cancel: 'cancelled')."""
+async def release(pool: asyncpg.Pool, lease_token: uuid.UUID, item_ids: Sequence[int], status: str, *,
+                  attempt_spent: bool = False) -> None:
+    """Hand items back ('pending') or close them ('cancelled').
+
+    A hand-back gives the claim's attempt back unless `attempt_spent`: shutdowns and outages of our
+    own services are not the file's fault; an unexpected error in its batch may be.
+    """
     if not item_ids:
         return
     await pool.execute(
         """UPDATE import_items SET status = $3, lease_token = NULL, lease_expires_at = NULL,
-                  upload_id = NULL, attempts = CASE WHEN $3 = 'pending' THEN greatest(attempts - 1, 0)
+                  upload_id = NULL, attempts = CASE WHEN $3 = 'pending' AND NOT $4 THEN greatest(attempts - 1, 0)
                                                     ELSE attempts END,
                   updated_at = now()
            WHERE id = ANY($1::bigint[]) AND lease_token = $2 AND status = 'in_progress'""",
-        list(item_ids), lease_token, status,
+        list(item_ids), lease_token, status, attempt_spent,
     )
 
 
@@ -547,14 +693,23 @@ class ImportCancelled(Exception):
     pass
 
 
+@dataclass
+class _Batch:
+    """One claim in flight: what to hand back however its task ends."""
+
+    token: uuid.UUID
+    item_ids: list[int]
+
+
 async def transfer_import(deps: Deps, import_id: int) -> int:
     """The transfer job: claim batches of items and copy them until none is left to claim.
 
     A new batch is claimed as soon as the process has room for it, while earlier batches are still
-    finishing: a batch's slowest file never leaves the others' places idle.
+    finishing: a batch's slowest file never leaves the others' places idle. Outages of storage or the
+    database pause the claims and resume them; they never end the job.
     """
     moved = 0
-    batches: set[asyncio.Task[int]] = set()
+    batches: dict[asyncio.Task[int], _Batch] = {}
     # Hand over to a fresh job well before arq's job timeout, which would fail this one for good.
     deadline = time.monotonic() + deps.settings.job_timeout_s / 2
 
@@ -562,81 +717,142 @@ async def transfer_import(deps: Deps, import_id: int) -> int:
         nonlocal moved
         if wait and batches:
             await asyncio.wait(batches, return_when=asyncio.FIRST_COMPLETED)
-        for batch in [b for b in batches if b.done()]:
-            batches.discard(batch)
-            moved += batch.result()
+        for task in [t for t in batches if t.done()]:
+            batch = batches.pop(task)
+            if task.cancelled():
+                continue
+            if (exc := task.exception()) is not None:
+                # Nobody foresaw this one: the batch handed its items back with the attempt spent, so
+                # the attempt budget ends a file that keeps causing it; the job goes on.
+                log.error("a transfer batch failed: %s", exc, exc_info=exc,
+                          extra={"import_id": import_id, "items": len(batch.item_ids)})
+                continue
+            moved += task.result()
 
     try:
         while True:
             await harvest(wait=False)
             if time.monotonic() > deadline:
-                await asyncio.gather(*batches)
+                await asyncio.wait(batches)
                 await harvest(wait=False)
                 await enqueue_transfers(deps.redis, import_id, f"cont-{uuid.uuid4().hex[:8]}")
                 return moved
+            if not await deps.storage_gate.wait_until_up(max(1.0, deadline - time.monotonic())):
+                continue
             token = uuid.uuid4()
             room = await deps.claim_room.reserve(deps.settings.batch_size)
             items: list[asyncpg.Record] = []
             try:
-                items = await _claim(deps, import_id, token, room)
+                items = await with_database(deps.pool, lambda: _claim(deps, import_id, token, room))  # noqa: B023
             finally:
                 deps.claim_room.give_back(room - len(items))
             if items:
                 log.info("batch claimed", extra={"import_id": import_id, "items": len(items)})
-                batches.add(asyncio.create_task(_transfer_batch(deps, import_id, token, items)))
+                places = [deps.claim_room.place() for _ in items]
+                task = asyncio.create_task(_transfer_batch(deps, import_id, token, items, places))
+                # However the batch ends, cancelled before it ever ran included, its places come back.
+                task.add_done_callback(_giving_back(places))
+                batches[task] = _Batch(token, [item["id"] for item in items])
                 continue
             if batches:
                 # Nothing to claim now; a batch that ends may hand items back for a retry.
                 await harvest(wait=True)
                 continue
             # Items waiting out a retry backoff: wait here if it is short, else leave them to the sweeper.
-            wait_s = await deps.pool.fetchval(
+            wait_s = await with_database(deps.pool, lambda: deps.pool.fetchval(
                 """SELECT extract(epoch FROM min(not_before) - now()) FROM import_items
                    WHERE import_id = $1 AND status = 'pending'""",
                 import_id,
-            )
+            ))
             if wait_s is not None and wait_s < 30:
                 await asyncio.sleep(max(0.05, float(wait_s)))
                 continue
             break
     finally:
-        # Cancelled (shutdown) or failed: each batch hands its unfinished items back itself.
-        for batch in batches:
-            batch.cancel()
+        # Cancelled (shutdown) or done: each batch hands its unfinished items back itself, and a batch
+        # cancelled before it ever ran is handed back here (a release touches only items it still holds).
+        for task in batches:
+            task.cancel()
         await asyncio.gather(*batches, return_exceptions=True)
-    await finalise(deps, import_id)
+        for batch in batches.values():
+            await _release_bounded(deps, batch.token, batch.item_ids)
+    await with_database(deps.pool, lambda: fail_exhausted(deps, import_id))
+    await with_database(deps.pool, lambda: finalise(deps, import_id))
     return moved
+
+
+def _giving_back(places: Sequence[Callable[[], None]]) -> Callable[[asyncio.Task[Any]], None]:
+    def give_back(_task: asyncio.Task[Any]) -> None:
+        for give in places:
+            give()
+
+    return give_back
+
+
+async def _release_bounded(deps: Deps, token: uuid.UUID, item_ids: Sequence[int], *,
+                           attempt_spent: bool = False) -> None:
+    """A hand-back on the way out that cannot hold a shutdown up: if the database is down too, the
+    items' leases expire and they are claimed again then."""
+    try:
+        await asyncio.wait_for(asyncio.shield(
+            release(deps.pool, token, item_ids, "pending", attempt_spent=attempt_spent)), RELEASE_TIMEOUT_S)
+    except Exception as exc:
+        log.warning("could not hand %d items back (%s); their leases will expire", len(item_ids),
+                    type(exc).__name__)
 
 
 async def _claim(deps: Deps, import_id: int, token: uuid.UUID, limit: int) -> list[asyncpg.Record]:
     claim = asyncio.ensure_future(
-        deps.pool.fetch(_CLAIM, import_id, limit, token, float(deps.settings.lease_s)))
+        deps.pool.fetch(_CLAIM, import_id, limit, token, float(deps.settings.lease_s), deps.settings.max_attempts,
+                        deps.heartbeat.worker_id))
     try:
         return await asyncio.shield(claim)
     except asyncio.CancelledError:
         # Shutdown landed mid-claim: the rows are ours in the database, so hand them straight back.
-        items = await claim
-        await release(deps.pool, token, [item["id"] for item in items], "pending")
+        with contextlib.suppress(Exception):
+            items = await claim
+            await release(deps.pool, token, [item["id"] for item in items], "pending")
         raise
 
 
-async def _transfer_batch(deps: Deps, import_id: int, token: uuid.UUID,
-                          items: Sequence[asyncpg.Record]) -> int:
+async def _transfer_batch(deps: Deps, import_id: int, token: uuid.UUID, items: Sequence[asyncpg.Record],
+                          places: Sequence[Callable[[], None]]) -> int:
     settings = deps.settings
+    pool = deps.pool
     pending_results: list[Copied] = []
     unfinished = {item["id"] for item in items}
     attempts = {item["id"]: item["attempts"] for item in items}
-    tasks: dict[asyncio.Task[Copied | CopyFailed], int] = {}
-    for item in items:
+    tasks: dict[asyncio.Task[Copied | CopyFailed | CopyPaused], int] = {}
+    for item, give_place in zip(items, places, strict=True):
         # A place is free for the next claim once the file is stored (its preview is bounded by
         # memory, not by places), or however else its copy ends.
-        give_place = deps.claim_room.place()
         task = asyncio.create_task(_copy_item(deps, item, token, give_place))
-        task.add_done_callback(_ignoring_task(give_place))
+        task.add_done_callback(_giving_back([give_place]))
         tasks[task] = item["id"]
     watcher = asyncio.create_task(_watch(deps, import_id, token, set(tasks)))
     flush_at = time.monotonic() + 1.0
     moved = 0
+
+    async def flush() -> int:
+        done = list(pending_results)
+        pending_results.clear()
+        try:
+            return await with_database(pool, lambda: record_done(pool, import_id, token, done))
+        except Exception as exc:
+            # One row the database refuses must not cost the others theirs: record one by one.
+            log.error("recording %d copies failed (%s); recording them one by one", len(done), exc,
+                      extra={"import_id": import_id})
+        moved = 0
+        for copied in done:
+            try:
+                moved += await with_database(pool, lambda: record_done(pool, import_id, token, [copied]))  # noqa: B023
+            except Exception as exc:
+                failure = CopyFailed(copied.item_id, "internal_error",
+                                     f"recording the image failed: {type(exc).__name__}: {exc}", transient=True)
+                await with_database(pool, lambda: record_failure(
+                    pool, import_id, token, failure, settings, attempts[copied.item_id]))  # noqa: B023
+        return moved
+
     try:
         for next_done in asyncio.as_completed(list(tasks)):
             try:
@@ -646,25 +862,29 @@ async def _transfer_batch(deps: Deps, import_id: int, token: uuid.UUID,
                                                                                 ImportCancelled):
                     break
                 raise
+            unfinished.discard(result.item_id)
             if isinstance(result, Copied):
                 pending_results.append(result)
-                unfinished.discard(result.item_id)
+            elif isinstance(result, CopyPaused):
+                await with_database(pool, lambda: release(pool, token, [result.item_id], "pending"))  # noqa: B023
             else:
-                unfinished.discard(result.item_id)
-                await record_failure(deps.pool, import_id, token, result, settings, attempts[result.item_id])
+                await with_database(pool, lambda: record_failure(
+                    pool, import_id, token, result, settings, attempts[result.item_id]))  # noqa: B023
             if len(pending_results) >= 50 or time.monotonic() >= flush_at:
-                moved += await record_done(deps.pool, import_id, token, pending_results)
-                pending_results.clear()
+                moved += await flush()
                 flush_at = time.monotonic() + 1.0
-        moved += await record_done(deps.pool, import_id, token, pending_results)
-        pending_results.clear()
-    except BaseException:
+        moved += await flush()
+    except BaseException as exc:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         # Whatever was copied is kept; the rest goes back for another worker (or stays cancelled).
-        await asyncio.shield(record_done(deps.pool, import_id, token, pending_results))
-        await asyncio.shield(release(deps.pool, token, list(unfinished), "pending"))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(record_done(pool, import_id, token, pending_results)),
+                                   RELEASE_TIMEOUT_S)
+        # Every item of the claim: those recorded are no longer held and stay as they are.
+        await _release_bounded(deps, token, [item["id"] for item in items],
+                               attempt_spent=not isinstance(exc, asyncio.CancelledError))
         raise
     finally:
         watcher.cancel()
@@ -672,38 +892,45 @@ async def _transfer_batch(deps: Deps, import_id: int, token: uuid.UUID,
     if unfinished:
         # Cancelled import: in-flight copies were aborted; close their items.
         await asyncio.gather(*tasks, return_exceptions=True)
-        await release(deps.pool, token, list(unfinished), "cancelled")
+        await with_database(pool, lambda: release(pool, token, list(unfinished), "cancelled"))
     return moved
 
 
-def _ignoring_task(call: Callable[[], None]) -> Callable[[asyncio.Task[Any]], None]:
-    return lambda _task: call()
-
-
 async def _watch(deps: Deps, import_id: int, token: uuid.UUID, tasks: set[asyncio.Task[Any]]) -> None:
-    """Renew the batch's lease, and abort its copies when the import is cancelled."""
+    """Renew the batch's lease, and abort its copies when the import is cancelled.
+
+    A failed round (the database is down) is logged and tried again a second later: the lease is a
+    few minutes long, so renewals that resume after an outage keep the batch's items its own.
+    """
     renew_every_s = max(1.0, deps.settings.lease_s / 3)
     renewed_at = time.monotonic()
     while True:
         await asyncio.sleep(1.0)
-        status = await deps.pool.fetchval("SELECT status FROM imports WHERE id = $1", import_id)
-        if status == "cancelled":
-            for task in tasks:
-                task.cancel()
-            raise ImportCancelled(import_id)
-        if time.monotonic() - renewed_at >= renew_every_s:
-            await deps.pool.execute(
-                """UPDATE import_items SET lease_expires_at = now() + make_interval(secs => $2)
-                   WHERE lease_token = $1 AND status = 'in_progress'""",
-                token, float(deps.settings.lease_s),
-            )
-            renewed_at = time.monotonic()
+        try:
+            status = await deps.pool.fetchval("SELECT status FROM imports WHERE id = $1", import_id)
+            if status == "cancelled":
+                for task in tasks:
+                    task.cancel()
+                raise ImportCancelled(import_id)
+            if time.monotonic() - renewed_at >= renew_every_s:
+                await deps.pool.execute(
+                    """UPDATE import_items SET lease_expires_at = now() + make_interval(secs => $2)
+                       WHERE import_id = $3 AND lease_token = $1 AND status = 'in_progress'""",
+                    token, float(deps.settings.lease_s), import_id,
+                )
+                renewed_at = time.monotonic()
+        except ImportCancelled:
+            raise
+        except Exception as exc:
+            log.warning("lease renewal failed (%s); trying again", type(exc).__name__,
+                        extra={"import_id": import_id})
 
 
 async def _copy_item(deps: Deps, item: asyncpg.Record, token: uuid.UUID,
-                     on_stored: Callable[[], None]) -> Copied | CopyFailed:
+                     on_stored: Callable[[], None]) -> Copied | CopyFailed | CopyPaused:
     extra = {"import_id": item["import_id"], "file_id": item["file_id"]}
     started = time.monotonic()
+    outcome: CopyFailed | CopyPaused
     try:
         copied = await _copy(deps, item, token, on_stored)
     except DriveError as exc:
@@ -711,18 +938,33 @@ async def _copy_item(deps: Deps, item: asyncpg.Record, token: uuid.UUID,
     except ChecksumMismatch as exc:
         outcome = CopyFailed(item["id"], "md5_mismatch", str(exc), transient=True)
     except (ClientError, BotoCoreError) as exc:
-        outcome = CopyFailed(item["id"], "storage_error", f"storage: {exc}", transient=True)
+        if is_storage_outage(exc) and await deps.storage_gate.confirm_outage(recent_s=STORAGE_RECENT_OUTAGE_S):
+            outcome = CopyPaused(item["id"], f"storage unavailable: {type(exc).__name__}")
+        else:
+            outcome = CopyFailed(item["id"], "storage_error", f"storage: {exc}", transient=True)
     except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
         outcome = CopyFailed(item["id"], "network_error", f"{type(exc).__name__}: {exc}", transient=True)
     except SizeMismatch as exc:
         outcome = CopyFailed(item["id"], "size_mismatch", str(exc), transient=True)
+    except Exception as exc:
+        if is_db_outage(exc):
+            outcome = CopyPaused(item["id"], f"database unavailable: {type(exc).__name__}")
+        else:
+            # A defect or a case nobody foresaw: the file fails with the reason once its attempts
+            # are spent, instead of taking its whole batch down.
+            log.exception("copy failed unexpectedly", extra=extra)
+            outcome = CopyFailed(item["id"], "internal_error", f"unexpected error: {type(exc).__name__}: {exc}",
+                                 transient=True)
     else:
         TRANSFER_SECONDS.observe(time.monotonic() - started)
         BYTES_TRANSFERRED.inc(copied.size_bytes)
         FILES.labels("imported", "").inc()
         log.debug("file copied", extra={**extra, "bytes": copied.size_bytes})
         return copied
-    log.warning("copy failed: %s", outcome.message, extra={**extra, "code": outcome.code})
+    if isinstance(outcome, CopyPaused):
+        log.info("copy paused: %s", outcome.reason, extra=extra)
+    else:
+        log.warning("copy failed: %s", outcome.message, extra={**extra, "code": outcome.code})
     return outcome
 
 
@@ -770,14 +1012,14 @@ async def _upload(deps: Deps, item: asyncpg.Record, token: uuid.UUID, key: str, 
         await storage.abort_upload(key, item["upload_id"])
 
     async def remember_upload(upload_id: str) -> None:
-        await deps.pool.execute("UPDATE import_items SET upload_id = $2 WHERE id = $1 AND lease_token = $3",
-                                item["id"], upload_id, token)
+        await with_database(deps.pool, lambda: deps.pool.execute(
+            "UPDATE import_items SET upload_id = $2 WHERE id = $1 AND lease_token = $3", item["id"], upload_id, token))
 
     download = deps.drive.download(item["file_id"], resource_key=item["resource_key"],
                                    chunk_size_bytes=deps.settings.chunk_size_bytes, expected_size_bytes=size,
                                    compute_md5=False)
     try:
-        stored = await storage.upload(key, download, content_type=item["mime_type"],
+        stored = await storage.upload(key, download, content_type=stored_content_type(item["mime_type"]),
                                       expected_md5=item["md5"], size_hint_bytes=size or None,
                                       on_multipart_start=remember_upload)
     finally:
@@ -785,6 +1027,10 @@ async def _upload(deps: Deps, item: asyncpg.Record, token: uuid.UUID, key: str, 
     if size and stored.size_bytes != size:
         raise SizeMismatch(f"Drive says {size} bytes, received {stored.size_bytes}")
     return stored
+
+
+def stored_content_type(mime_type: str) -> str:
+    return mime_type if mime_type in SAFE_CONTENT_TYPES else "application/octet-stream"
 
 
 async def _thumbnail(deps: Deps, item: asyncpg.Record, key: str,
@@ -818,18 +1064,26 @@ async def _thumbnail(deps: Deps, item: asyncpg.Record, key: str,
 
 # An active import records progress every second or so (see _transfer_batch).
 STALLED_AFTER_S = 15.0
+# The listing heartbeat comes every LISTING_HEARTBEAT_S; this many seconds without one means its worker died.
+LISTING_STALE_AFTER_S = 60.0
+QUEUED_STALE_AFTER_S = 30.0
 
 
 async def sweep(deps: Deps) -> None:
     """Periodic repair: restart dead listings, requeue reclaimable items, finalise, clean up."""
     settings = deps.settings
+    # A listing beats every few seconds while it runs; a queued import whose job was lost (Redis lost
+    # its data) is queued again under the same job id, which arq ignores while the job still exists.
     stale_listings = await deps.pool.fetch(
-        """SELECT id, list_attempts FROM imports
-           WHERE status = 'listing' AND heartbeat_at < now() - make_interval(secs => $1)""",
-        float(settings.lease_s),
+        """SELECT id, list_attempts, status FROM imports
+           WHERE (status = 'listing' AND heartbeat_at < now() - make_interval(secs => $1))
+              OR (status = 'queued' AND created_at < now() - make_interval(secs => $2))""",
+        LISTING_STALE_AFTER_S, QUEUED_STALE_AFTER_S,
     )
+    await reclaim_from_the_dead(deps.heartbeat)
     for row in stale_listings:
-        log.warning("listing heartbeat is stale; restarting it", extra={"import_id": row["id"]})
+        if row["status"] == "listing":
+            log.warning("listing heartbeat is stale; restarting it", extra={"import_id": row["id"]})
         await enqueue_listing(deps.redis, row["id"], attempt=row["list_attempts"])
     # Only imports that made no progress for a while: while jobs are recording copies, pending
     # items are simply waiting for room, and more jobs would only queue up behind them.
@@ -846,7 +1100,8 @@ async def sweep(deps: Deps) -> None:
     tick = int(time.time() // 5)
     for row in reclaimable:
         await enqueue_transfers(deps.redis, row["import_id"], f"sweep{tick}", _lanes(row["n"], settings))
-    for row in await deps.pool.fetch("SELECT id FROM imports WHERE status = 'running'"):
+    for row in await deps.pool.fetch("SELECT id FROM imports WHERE status IN ('listing', 'running')"):
+        await fail_exhausted(deps, row["id"])
         await finalise(deps, row["id"])
     await _close_abandoned(deps)
 

@@ -14,15 +14,23 @@ Answers to requests sent before a cut carry no news, so cuts closer than `cut_in
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("fotoowl.pacer")
 
 DEFAULT_RECOVERY_S = 60.0
 DEFAULT_CUT_INTERVAL_S = 1.0
+# A pacer call must never hold a copy up for long: past this, Redis counts as unreachable.
+REDIS_TIMEOUT_S = 2.0
+# After a failure, Redis is tried again this much later (not on every request of an outage).
+REDIS_RETRY_AFTER_S = 5.0
 
 
 class Pacer(Protocol):
@@ -196,15 +204,36 @@ class RedisPacer:
         self.key = key
         self._reserve = redis.register_script(_RESERVE_SCRIPT)
         self._cut = redis.register_script(_CUT_SCRIPT)
+        # While Redis is unreachable each process paces itself, so copies go on through an outage
+        # of the queue; a rate-limit answer still halves the pace as usual.
+        self.fallback = LocalPacer(rate_per_s, burst, recovery_s=recovery_s, cut_interval_s=cut_interval_s)
+        self._redis_retry_at_s = float("-inf")
 
     def _args(self) -> list[str]:
         rule = self.rule
         return [repr(rule.max_rate_per_s), str(rule.max_burst), repr(rule.recovery_s), repr(rule.floor_rate_per_s)]
 
+    @property
+    def shared(self) -> bool:
+        """False while Redis is unreachable and the local fallback paces this process."""
+        return time.monotonic() >= self._redis_retry_at_s
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        if self.shared:
+            log.warning("the shared Drive pacer is unreachable (%s); pacing this process on its own for now",
+                        type(exc).__name__)
+        self._redis_retry_at_s = time.monotonic() + REDIS_RETRY_AFTER_S
+
     async def reserve(self) -> float:
         """Take one token now and return how long the caller must wait before using it."""
-        wait_us = await self._reserve(keys=[self.key], args=self._args())
-        return int(wait_us) / 1_000_000
+        if self.shared:
+            try:
+                wait_us = await asyncio.wait_for(self._reserve(keys=[self.key], args=self._args()),
+                                                 REDIS_TIMEOUT_S)
+                return int(wait_us) / 1_000_000
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._redis_failed(exc)
+        return self.fallback.reserve()
 
     async def acquire(self) -> None:
         wait_s = await self.reserve()
@@ -212,5 +241,11 @@ class RedisPacer:
             await asyncio.sleep(wait_s)
 
     async def slow_down(self) -> float:
-        rate = await self._cut(keys=[self.key], args=[*self._args(), str(round(self.rule.cut_interval_s * 1_000_000))])
-        return float(rate)
+        local_rate = self.fallback.cut()
+        if self.shared:
+            args = [*self._args(), str(round(self.rule.cut_interval_s * 1_000_000))]
+            try:
+                return float(await asyncio.wait_for(self._cut(keys=[self.key], args=args), REDIS_TIMEOUT_S))
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._redis_failed(exc)
+        return local_rate

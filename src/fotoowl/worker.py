@@ -12,31 +12,49 @@ import json
 import logging
 import signal
 import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import asyncpg
+import redis.exceptions
 from arq import ArqRedis, Retry, Worker, create_pool, cron
 from arq.connections import RedisSettings
+from arq.worker import get_kwargs
+from redis.asyncio.retry import Retry as RedisRetry
+from redis.backoff import ExponentialBackoff
 
 from fotoowl import importer
 from fotoowl.config import Settings as AppSettings
 from fotoowl.db import create_pool as create_db_pool
 from fotoowl.drive import DriveClient, DriveError
+from fotoowl.liveness import beating
 from fotoowl.pacer import RedisPacer
+from fotoowl.resilience import LONGEST_WAIT_S, is_db_outage, is_redis_outage, wait_for_database
 from fotoowl.storage import Storage, open_storage
 
 log = logging.getLogger("fotoowl.worker")
 
 QUEUE_NAME = "fotoowl:queue"
+# arq polls every half second; a worker silent for this long is stuck or cut off from Redis.
+POLL_SILENCE_LIMIT_S = 15.0
+# Shutdown waits at most this long for Redis (it may be the thing that is down).
+SHUTDOWN_REDIS_TIMEOUT_S = 5.0
 SWEEP_EVERY_S = 5
 # Ctx is arq's dict; this is the one key we put in it, holding a typed object.
 DEPS = "fotoowl"
 
 
 def json_serializer(value: dict[str, Any]) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    # A failed job's result is its exception: stored as its text, since JSON has no exceptions.
+    return json.dumps(value, separators=(",", ":"), default=_as_text).encode()
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {value}"
+    return repr(value)
 
 
 def json_deserializer(data: bytes) -> dict[str, Any]:
@@ -44,14 +62,20 @@ def json_deserializer(data: bytes) -> dict[str, Any]:
     return result
 
 
-def arq_redis_settings(settings: AppSettings) -> RedisSettings:
-    if not settings.redis_url:
-        return RedisSettings()
-    return RedisSettings.from_dsn(settings.redis_url)
+def arq_redis_settings(settings: AppSettings, *, patient: bool = False) -> RedisSettings:
+    """`patient`: for workers, every Redis call waits out an outage (reconnecting with backoff)
+    instead of failing, so a Redis restart pauses them rather than ending them. The web app's pool is
+    impatient: a request must not hang; what it could not queue, the sweeper queues later."""
+    redis_settings = RedisSettings.from_dsn(settings.redis_url) if settings.redis_url else RedisSettings()
+    if patient:
+        redis_settings.retry_on_error = [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError]
+        redis_settings.retry = RedisRetry(ExponentialBackoff(cap=LONGEST_WAIT_S, base=0.25), -1)
+        redis_settings.conn_retries = 1_000_000
+    return redis_settings
 
 
-async def create_arq_pool(settings: AppSettings) -> ArqRedis:
-    return await create_pool(arq_redis_settings(settings), job_serializer=json_serializer,
+async def create_arq_pool(settings: AppSettings, *, patient: bool = False) -> ArqRedis:
+    return await create_pool(arq_redis_settings(settings, patient=patient), job_serializer=json_serializer,
                              job_deserializer=json_deserializer, default_queue_name=QUEUE_NAME)
 
 
@@ -68,7 +92,7 @@ def drive_client(settings: AppSettings, session: aiohttp.ClientSession, redis: A
     bucket = "fotoowl:pacer:" + hashlib.sha256(key.encode()).hexdigest()[:16]
     pacer = RedisPacer(redis, bucket, settings.drive_rate_per_s, settings.drive_burst)
     return DriveClient(session, api_url=settings.drive_api_url, api_key=key or None, pacer=pacer,
-                       read_timeout_s=settings.drive_read_timeout_s)
+                       read_timeout_s=settings.drive_read_timeout_s, max_tries=settings.drive_max_tries)
 
 
 def make_deps(settings: AppSettings, pool: asyncpg.Pool, redis: ArqRedis, storage: Storage,
@@ -83,12 +107,13 @@ async def open_deps(settings: AppSettings) -> AsyncIterator[importer.Deps]:
     async with contextlib.AsyncExitStack() as stack:
         pool = await create_db_pool(settings)
         stack.push_async_callback(pool.close)
-        redis = await create_arq_pool(settings)
+        redis = await create_arq_pool(settings, patient=True)
         stack.push_async_callback(redis.aclose)
         storage = await stack.enter_async_context(open_storage(settings))
         session = await stack.enter_async_context(http_session(settings))
         deps = make_deps(settings, pool, redis, storage, session)
         stack.callback(deps.close)
+        await stack.enter_async_context(beating(deps.heartbeat))
         yield deps
 
 
@@ -98,20 +123,42 @@ def _deps(ctx: dict[str, Any]) -> importer.Deps:
 
 
 def _retry_delay_s(ctx: dict[str, Any]) -> float:
+    """5 s doubling at the default retry backoff (2 s), capped at 5 minutes."""
     tries: int = ctx.get("job_try", 1)
-    return float(min(300, 5 * 2 ** (tries - 1)))
+    return float(min(300.0, 2.5 * _deps(ctx).settings.retry_backoff_s * 2 ** min(tries - 1, 10)))
 
 
 async def list_import(ctx: dict[str, Any], import_id: int) -> None:
+    """Every failure ends in a retry or a final status: the listing has an attempt budget
+    (FOTOOWL_MAX_LIST_ATTEMPTS), and outages of our own services do not spend it."""
     deps = _deps(ctx)
+    extra = {"import_id": import_id}
     try:
         await importer.list_import(deps, import_id)
-    except DriveError as exc:
-        if exc.transient and ctx.get("job_try", 1) < 8:
-            log.warning("listing hit a transient Drive error; retrying: %s", exc,
-                        extra={"import_id": import_id})
-            raise Retry(defer=_retry_delay_s(ctx)) from exc
-        await importer.fail_import(deps.pool, import_id, exc.reason or "drive_error", str(exc))
+        return
+    except Exception as exc:
+        error = exc
+    if is_db_outage(error) or is_redis_outage(error):
+        log.warning("listing met an outage (%s); it goes on once the service is back", type(error).__name__,
+                    extra=extra)
+        await wait_for_database(deps.pool)
+        raise Retry(defer=1.0) from error
+    if isinstance(error, DriveError) and not error.transient:
+        await importer.fail_import(deps.pool, import_id, error.reason or "drive_error", str(error))
+        return
+    if isinstance(error, DriveError):
+        code, message = error.reason or f"http_{error.status}", str(error)
+        log.warning("listing hit a transient Drive error: %s", message, extra=extra)
+    else:
+        code, message = "internal_error", f"unexpected error: {type(error).__name__}: {error}"
+        log.error("listing failed unexpectedly", exc_info=error, extra=extra)
+    failures = await importer.record_list_failure(deps.pool, import_id, code, message)
+    if failures >= deps.settings.max_list_attempts:
+        await importer.fail_import(
+            deps.pool, import_id, importer.LISTING_FAILED,
+            f"Listing the folder failed {failures} times; the last error: {message} ({code})")
+        return
+    raise Retry(defer=_retry_delay_s(ctx)) from error
 
 
 async def transfer_import(ctx: dict[str, Any], import_id: int) -> int:
@@ -154,7 +201,7 @@ class Settings:
     cron_jobs = CRON_JOBS
     on_startup = startup
     on_shutdown = shutdown
-    redis_settings = arq_redis_settings(_ENV)
+    redis_settings = arq_redis_settings(_ENV, patient=True)
     queue_name = QUEUE_NAME
     job_serializer = json_serializer
     job_deserializer = json_deserializer
@@ -167,9 +214,88 @@ class Settings:
     handle_signals = True
 
 
+class ResilientWorker(Worker):
+    """arq's worker, except that an error talking to Redis never ends it: the poll loop backs off
+    and polls again, and jobs already running go on meanwhile (copies need no Redis).
+
+    `polled_at_s` tells a readiness check whether the loop is alive."""
+
+    polled_at_s: float = 0.0
+    _poll_failures: int = 0
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except Exception as exc:
+            # Whatever it was (a lost connection often surfaces as a WatchError mid-pipeline), the
+            # worker polls again after a pause rather than ending.
+            self._poll_failures += 1
+            delay_s = min(LONGEST_WAIT_S, 0.25 * 2 ** min(self._poll_failures, 10))
+            if is_redis_outage(exc) or isinstance(exc, redis.exceptions.WatchError):
+                log.warning("lost Redis while polling for jobs (%s); polling again in %.1f s",
+                            type(exc).__name__, delay_s)
+            else:
+                log.exception("polling for jobs failed; polling again in %.1f s", delay_s)
+            await asyncio.sleep(delay_s)
+            return
+        self._poll_failures = 0
+        self.polled_at_s = time.monotonic()
+
+    async def close(self) -> None:
+        """arq's close, except that a Redis outage cannot hold a shutdown up: the Redis calls are
+        bounded, and our own resources are closed whatever Redis does."""
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        if not self._pool:
+            return
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.pool.delete(self.health_check_key), SHUTDOWN_REDIS_TIMEOUT_S)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.pool.aclose(), SHUTDOWN_REDIS_TIMEOUT_S)
+        self._pool = None
+
+
+def run_worker_forever() -> None:
+    """`fotoowl worker`: the worker of `arq fotoowl.worker.Settings`, restarted with backoff if Redis is
+    unreachable at start or the worker ever stops on a Redis error; SIGTERM/SIGINT end it."""
+    asyncio.run(_run_worker_forever())
+
+
+async def _run_worker_forever() -> None:
+    delay_s = 0.5
+    while True:
+        worker = ResilientWorker(**get_kwargs(Settings))  # type: ignore[arg-type]
+        stopping = False
+
+        def on_stop(_signal: signal.Signals) -> None:
+            nonlocal stopping
+            stopping = True
+
+        worker.on_stop = on_stop
+        try:
+            await worker.async_run()
+            return
+        except asyncio.CancelledError:
+            if stopping:
+                return
+            raise
+        except Exception as exc:
+            if not is_redis_outage(exc):
+                raise
+            log.warning("the worker lost Redis (%s); starting it again in %.1f s", type(exc).__name__, delay_s)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(worker.close(), 60)
+        await asyncio.sleep(delay_s)
+        delay_s = min(LONGEST_WAIT_S, delay_s * 2)
+
+
 def embedded_worker(deps: importer.Deps, settings: AppSettings, redis: ArqRedis) -> Worker:
     """The same worker as the CLI's, built to run inside an event loop we own."""
-    return Worker(
+    return ResilientWorker(
         functions=FUNCTIONS,
         cron_jobs=CRON_JOBS,
         redis_pool=redis,
@@ -211,6 +337,18 @@ class EmbeddedWorker:
         if self._error is not None:
             raise RuntimeError(f"the embedded worker failed to start: {self._error}") from self._error
 
+    def problem(self) -> str | None:
+        """None while the pool is alive and polling for jobs; otherwise what is wrong, for /readyz."""
+        if not self._thread.is_alive():
+            return "the embedded worker has stopped"
+        worker = self._worker
+        if not isinstance(worker, ResilientWorker):
+            return "the embedded worker has not started"
+        silent_s = time.monotonic() - worker.polled_at_s
+        if silent_s > POLL_SILENCE_LIMIT_S:
+            return f"the embedded worker has not polled for jobs for {silent_s:.0f} s (Redis unreachable?)"
+        return None
+
     def stop(self, timeout_s: float = 60.0) -> None:
         loop, worker = self._loop, self._worker
         if loop is not None and worker is not None and not loop.is_closed():
@@ -235,8 +373,10 @@ class EmbeddedWorker:
         self._loop = asyncio.get_running_loop()
         async with open_deps(self.settings) as deps:
             # Its own Redis pool: the worker's shutdown closes the pool it polls with.
-            redis = await create_arq_pool(self.settings)
+            redis = await create_arq_pool(self.settings, patient=True)
             worker = embedded_worker(deps, self.settings, redis)
+            if isinstance(worker, ResilientWorker):
+                worker.polled_at_s = time.monotonic()
             self._worker = worker
             self._started.set()
             try:
@@ -246,5 +386,6 @@ class EmbeddedWorker:
             finally:
                 # Worker.close() would close the pool through redis-py's deprecated close().
                 await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
-                await redis.delete(worker.health_check_key)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(redis.delete(worker.health_check_key), SHUTDOWN_REDIS_TIMEOUT_S)
                 await redis.aclose()

@@ -9,7 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fotoowl.metrics import IMPORTS, QUEUE_DEPTH
-from fotoowl.web.app import ARQ, DB, STORAGE
+from fotoowl.web.app import ARQ, DB, STORAGE, WORKER
 
 log = logging.getLogger("fotoowl.web")
 
@@ -39,6 +39,10 @@ async def readyz(request: web.Request) -> web.Response:
         except Exception as exc:  # any failure means "not ready"; the reason is reported
             results[name] = f"unavailable: {type(exc).__name__}"
             log.warning("readiness check failed: %s", name, extra={"check": name, "error": str(exc)[:200]})
+    if WORKER in request.app:
+        # A process whose embedded workers are stuck serves pages but moves no file: not ready.
+        problem = request.app[WORKER].problem()
+        results["workers"] = "ok" if problem is None else f"unavailable: {problem}"
     failed = [name for name, result in results.items() if result != "ok"]
     if failed:
         return web.json_response(
