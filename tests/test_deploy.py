@@ -26,7 +26,8 @@ from fotoowl.config import Settings
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 APP_ROLES = ("api", "worker", "migrate", "create-bucket")
-SERVICES = {*APP_ROLES, "postgres", "redis", "s3"}
+OPTIONAL_SERVICES = {"prometheus"}
+SERVICES = {*APP_ROLES, "postgres", "redis", "s3", *OPTIONAL_SERVICES}
 VARIABLE = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
 
 
@@ -106,7 +107,7 @@ def test_worker_can_be_scaled(services: dict[str, dict[str, Any]]) -> None:
 
 
 def test_healthchecks(services: dict[str, dict[str, Any]]) -> None:
-    expected = {"api": "/healthz", "worker": "--check", "postgres": "pg_isready", "redis": "ping",
+    expected = {"api": "/healthz", "worker": ":9100/healthz", "postgres": "pg_isready", "redis": "ping",
                 "s3": "/healthz"}
     for name, needle in expected.items():
         check = services[name]["healthcheck"]
@@ -202,7 +203,18 @@ def test_compose_implementations_accept_the_file(services: dict[str, dict[str, A
         assert checked.returncode == 0, f"{' '.join(command)} config -q:\n{checked.stderr}"
         listed = subprocess.run([*command, "-f", str(COMPOSE_FILE), "config", "--services"], cwd=ROOT, env=env,
                                 capture_output=True, text=True, check=True)
-        assert set(listed.stdout.split()) == SERVICES
+        # Services behind a profile (prometheus) are listed by some implementations only.
+        assert set(listed.stdout.split()) | OPTIONAL_SERVICES == SERVICES
+
+
+def test_prometheus_scrapes_the_api_and_every_worker_replica(services: dict[str, dict[str, Any]]) -> None:
+    assert "9100" in [str(port) for port in services["worker"]["expose"]]
+    mount = services["prometheus"]["volumes"][0]
+    config = yaml.safe_load((ROOT / mount.split(":")[0]).read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["fotoowl-api"]["static_configs"] == [{"targets": ["api:8000"]}]
+    assert jobs["fotoowl-worker"]["dns_sd_configs"] == [
+        {"names": ["worker"], "type": "A", "port": 9100, "refresh_interval": "30s"}]
 
 
 # --- Dockerfile -----------------------------------------------------------------------------------

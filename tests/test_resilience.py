@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
@@ -163,6 +164,7 @@ def _worker_env(settings: Settings, api_url: str) -> dict[str, str]:
         "FOTOOWL_FILES_IN_FLIGHT": "4",
         "FOTOOWL_LOG_FORMAT": "text",
         "FOTOOWL_DB_POOL_SIZE": "4",
+        "FOTOOWL_WORKER_HTTP_PORT": "0",
     }
 
 
@@ -180,13 +182,19 @@ async def wait_for_status(pool: asyncpg.Pool, import_id: int, timeout_s: float) 
 @pytest.mark.slow
 async def test_worker_process_outlives_a_redis_outage(settings: Settings, drive: RunningEmulator,
                                                       tmp_path: Path) -> None:
-    """Before: arq's poll loop raised ConnectionError, `fotoowl worker` ran once and exited."""
+    """Before: arq's poll loop raised ConnectionError, `fotoowl worker` ran once and exited.
+
+    Also: the worker serves its own /healthz and /metrics, which count the files it copied."""
+    from fotoowl.embedded import free_port
+
+    http_port = free_port()
     async with tcp_proxy(settings.redis_url) as (proxy, url):
         worker_settings = settings.replace(redis_url=url)
         log_path = tmp_path / "worker.log"
+        env = {**_worker_env(worker_settings, drive.api_url), "FOTOOWL_WORKER_HTTP_PORT": str(http_port)}
         with open(log_path, "wb") as log_file:  # noqa: ASYNC230 - opening a log file is instant
             proc = await asyncio.create_subprocess_exec(
-                str(Path(sys.executable).parent / "fotoowl"), "worker", env=_worker_env(worker_settings, drive.api_url),
+                str(Path(sys.executable).parent / "fotoowl"), "worker", env=env,
                 stdout=log_file, stderr=subprocess.STDOUT)
         try:
             deadline = asyncio.get_running_loop().time() + 60
@@ -208,6 +216,12 @@ async def test_worker_process_outlives_a_redis_outage(settings: Settings, drive:
                 await pool.close()
             assert (row["status"], row["imported_count"]) == ("completed", 10)
             assert proc.returncode is None
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{http_port}/healthz") as resp:
+                    assert resp.status == 200, await resp.text()
+                async with http.get(f"http://127.0.0.1:{http_port}/metrics") as resp:
+                    metrics = await resp.text()
+            assert 'fotoowl_files_total{outcome="imported",reason=""} 10.0' in metrics
         finally:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)

@@ -45,6 +45,7 @@ def worker_env(settings: Settings, api_url: str) -> dict[str, str]:
         "FOTOOWL_RETRY_BACKOFF_S": "0.2",
         "FOTOOWL_LOG_FORMAT": "json",
         "FOTOOWL_DB_POOL_SIZE": "4",
+        "FOTOOWL_WORKER_HTTP_PORT": "0",
     }
 
 

@@ -84,9 +84,11 @@ class Settings:
     drive_burst: int = 100
     drive_read_timeout_s: float = 60.0
     # Tries of one Drive request (backing off between them) before its file or listing attempt fails.
-    drive_max_tries: int = 8
+    drive_max_tries: int = 5
     job_timeout_s: int = 3600
     embedded_workers: bool = True
+    # Each `fotoowl worker` process serves /metrics and /healthz here (on FOTOOWL_HOST); 0: none.
+    worker_http_port: int = 9100
     # Image downloads answer with a redirect to a short-lived presigned S3 URL instead of streaming
     # through the app (only when browsers can reach the S3 endpoint).
     presign_downloads: bool = False
@@ -136,6 +138,8 @@ class Settings:
                     f"{PREFIX}{name.upper()} must be a URL starting with "
                     f"{' or '.join(s + '://' for s in schemes)}, got {_redact_url(value)!r}"
                 )
+        if not 0 <= self.worker_http_port <= 65535:
+            raise ConfigError(f"{PREFIX}WORKER_HTTP_PORT must be between 0 (none) and 65535")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"{PREFIX}PORT must be between 1 and 65535, not {self.port}")
         if self.storage == "s3" and not self.s3_bucket:

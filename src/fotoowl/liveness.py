@@ -21,8 +21,11 @@ import asyncpg
 log = logging.getLogger("fotoowl.liveness")
 
 BEAT_EVERY_S = 5.0
-# Six missed beats: a process this quiet is gone (a busy event loop still beats every few seconds).
-DEAD_AFTER_S = 30.0
+# Four missed beats: a process this quiet is gone (a busy event loop still beats every few seconds).
+DEAD_AFTER_S = 20.0
+# A process judges others only after beating this long itself: by then, after a database outage,
+# every live process has beaten again.
+TRUST_AFTER_S = 3 * BEAT_EVERY_S
 _FORGET_AFTER_S = 24 * 3600.0
 
 _BEAT = """
@@ -56,7 +59,7 @@ class Heartbeat:
     @property
     def trusted(self) -> bool:
         since_s = self._beating_since_s
-        return since_s is not None and time.monotonic() - since_s >= DEAD_AFTER_S
+        return since_s is not None and time.monotonic() - since_s >= TRUST_AFTER_S
 
     async def beat(self) -> None:
         await self.pool.execute(_BEAT, self.worker_id, socket.gethostname()[:200], os.getpid())

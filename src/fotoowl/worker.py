@@ -33,6 +33,7 @@ from fotoowl.liveness import beating
 from fotoowl.pacer import RedisPacer
 from fotoowl.resilience import LONGEST_WAIT_S, is_db_outage, is_redis_outage, wait_for_database
 from fotoowl.storage import Storage, open_storage
+from fotoowl.worker_http import serving
 
 log = logging.getLogger("fotoowl.worker")
 
@@ -42,8 +43,9 @@ POLL_SILENCE_LIMIT_S = 15.0
 # Shutdown waits at most this long for Redis (it may be the thing that is down).
 SHUTDOWN_REDIS_TIMEOUT_S = 5.0
 SWEEP_EVERY_S = 5
-# Ctx is arq's dict; this is the one key we put in it, holding a typed object.
+# Ctx is arq's dict; these are the keys we put in it, each holding a typed object.
 DEPS = "fotoowl"
+WORKER = "fotoowl_worker"
 
 
 def json_serializer(value: dict[str, Any]) -> bytes:
@@ -177,6 +179,13 @@ async def startup(ctx: dict[str, Any]) -> None:
     stack = contextlib.AsyncExitStack()
     ctx["fotoowl_stack"] = stack
     ctx[DEPS] = await stack.enter_async_context(open_deps(settings))
+    if settings.worker_http_port:
+        try:
+            await stack.enter_async_context(
+                serving(settings.host, settings.worker_http_port, lambda: polling_problem(ctx.get(WORKER))))
+        except OSError as exc:
+            # Another worker on this host has the port: this one works on, unscraped, and says so.
+            log.error("worker metrics not served: port %d: %s", settings.worker_http_port, exc)
     log.info("worker started", extra={"files_in_flight": settings.files_in_flight})
 
 
@@ -258,6 +267,16 @@ class ResilientWorker(Worker):
         self._pool = None
 
 
+def polling_problem(worker: object) -> str | None:
+    """None while `worker` polls for jobs; otherwise what is wrong."""
+    if not isinstance(worker, ResilientWorker):
+        return "the worker has not started"
+    silent_s = time.monotonic() - worker.polled_at_s
+    if silent_s > POLL_SILENCE_LIMIT_S:
+        return f"the worker has not polled for jobs for {silent_s:.0f} s (Redis unreachable?)"
+    return None
+
+
 def run_worker_forever() -> None:
     """`fotoowl worker`: the worker of `arq fotoowl.worker.Settings`, restarted with backoff if Redis is
     unreachable at start or the worker ever stops on a Redis error; SIGTERM/SIGINT end it."""
@@ -268,6 +287,8 @@ async def _run_worker_forever() -> None:
     delay_s = 0.5
     while True:
         worker = ResilientWorker(**get_kwargs(Settings))  # type: ignore[arg-type]
+        worker.polled_at_s = time.monotonic()
+        worker.ctx[WORKER] = worker
         stopping = False
 
         def on_stop(_signal: signal.Signals) -> None:
@@ -341,13 +362,7 @@ class EmbeddedWorker:
         """None while the pool is alive and polling for jobs; otherwise what is wrong, for /readyz."""
         if not self._thread.is_alive():
             return "the embedded worker has stopped"
-        worker = self._worker
-        if not isinstance(worker, ResilientWorker):
-            return "the embedded worker has not started"
-        silent_s = time.monotonic() - worker.polled_at_s
-        if silent_s > POLL_SILENCE_LIMIT_S:
-            return f"the embedded worker has not polled for jobs for {silent_s:.0f} s (Redis unreachable?)"
-        return None
+        return polling_problem(self._worker)
 
     def stop(self, timeout_s: float = 60.0) -> None:
         loop, worker = self._loop, self._worker
