@@ -143,7 +143,7 @@ async def test_permanent_failure_is_reported_then_retried(client: Any, drive: Ru
     assert failures[0]["error"]["code"] == "downloadQuotaExceeded"
     assert failures[0]["error"]["message"]
 
-    resp = await client.post(f"/imports/{body['id']}/retry")
+    resp = await client.post(f"/imports/{body['id']}/retry", json={})
     assert resp.status == 202
     assert (await resp.json())["requeued"] == 1
     again = await wait_for_import(client, body["id"])
@@ -179,7 +179,7 @@ async def test_cancel_stops_transfers_and_leaves_nothing_half_written(
             break
         await asyncio.sleep(0.1)
     await asyncio.sleep(1.5)
-    resp = await client.post(f"/imports/{import_id}/cancel")
+    resp = await client.post(f"/imports/{import_id}/cancel", json={})
     assert resp.status == 202
     body = await wait_for_import(client, import_id)
     assert body["status"] == "cancelled"
@@ -198,7 +198,7 @@ async def test_cancel_stops_transfers_and_leaves_nothing_half_written(
         await conn.close()
     assert imported < 30
     assert await storage.open_uploads(app_settings.s3_prefix_normalised) == []
-    resp = await client.post(f"/imports/{import_id}/cancel")
+    resp = await client.post(f"/imports/{import_id}/cancel", json={})
     assert resp.status == 409
 
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
-import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,60 +15,25 @@ from fotoowl import importer
 from fotoowl.drive import InvalidFolderLink, parse_folder_link
 from fotoowl.storage import ObjectNotFound
 from fotoowl.web.app import ARQ, DB, SETTINGS, STORAGE
+from fotoowl.web.errors import ApiError
+from fotoowl.web.params import (
+    INT64_MAX,
+    decode_cursor,
+    encode_cursor,
+    int_param,
+    json_object,
+    path_id,
+    storable,
+    text_param,
+)
 
 log = logging.getLogger("fotoowl.web")
 
 MAX_URL_CHARS = 2000
 MAX_PAGE = 500
+MAX_QUERY_CHARS = 200
 # Raster types every browser renders without running anything; the rest is served as a download.
 INLINE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp", "image/avif", "image/bmp"})
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class ApiError(web.HTTPException):
-    """An HTTP error carrying a stable machine-readable code."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        self.status_code = status
-        super().__init__(text=message)
-        self.code = code
-        self.message = message
-
-
-def error_body(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
-
-
-def _wants_html(request: web.Request) -> bool:
-    route = request.match_info.route.resource
-    path = route.canonical if route is not None else request.path
-    return path == "/" or path.startswith("/ui/")
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return _error_response(request, exc.status_code, exc.code, exc.message)
-    except web.HTTPException as exc:
-        if exc.status_code < 400:
-            raise
-        code = exc.reason.lower().replace(" ", "_")
-        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status_code}:") else exc.reason
-        return _error_response(request, exc.status_code, code, message or exc.reason)
-    except Exception:
-        log.exception("unhandled error", extra={"path": request.path})
-        return _error_response(request, 500, "internal_error", "Something went wrong on our side.")
-
-
-def _error_response(request: web.Request, status: int, code: str, message: str) -> web.StreamResponse:
-    if _wants_html(request):
-        from fotoowl.web.templating import render_error
-
-        return render_error(request, status, message)
-    return web.json_response(error_body(code, message), status=status)
 
 
 def require_token(request: web.Request) -> None:
@@ -80,45 +42,10 @@ def require_token(request: web.Request) -> None:
         return
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.get().encode()):
+    # Header bytes that are not UTF-8 arrive as surrogate escapes; they must not make encode() fail.
+    sent = value.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(sent, token.get().encode()):
         raise ApiError(401, "unauthorized", "This endpoint needs 'Authorization: Bearer <FOTOOWL_API_TOKEN>'.")
-
-
-def _int_param(request: web.Request, name: str, default: int | None = None, *, lo: int = 1,
-               hi: int = 2**62) -> int | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "invalid_parameter", f"'{name}' must be a whole number.") from None
-    if not lo <= value <= hi:
-        raise ApiError(400, "invalid_parameter", f"'{name}' must be between {lo} and {hi}.")
-    return value
-
-
-def _path_id(request: web.Request, name: str = "id") -> int:
-    try:
-        value = int(request.match_info[name])
-    except ValueError:
-        raise ApiError(404, "not_found", "No such resource.") from None
-    if not 1 <= value < 2**63:
-        raise ApiError(404, "not_found", "No such resource.")
-    return value
-
-
-def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"id": last_id}).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        value = int(data["id"])
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise ApiError(400, "invalid_cursor", "'cursor' is not a cursor this API gave out.") from None
-    return value
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -129,12 +56,7 @@ def _iso(value: datetime | None) -> str | None:
 
 async def start_import(request: web.Request) -> web.Response:
     require_token(request)
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", "The request body must be JSON.") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
+    body = await json_object(request)
     folder_url = body.get("folder_url")
     recursive = body.get("recursive", True)
     if folder_url is None:
@@ -155,6 +77,8 @@ async def submit_import(request: web.Request, folder_url: str, recursive: bool) 
     """Shared by the JSON API and the HTML form: validate the link, record the import, queue listing."""
     if len(folder_url) > MAX_URL_CHARS:
         raise ApiError(422, "invalid_folder_url", f"'folder_url' is longer than {MAX_URL_CHARS} characters.")
+    if not storable(folder_url):
+        raise ApiError(422, "invalid_folder_url", "The link contains a character no link has (NUL).")
     try:
         ref = parse_folder_link(folder_url)
     except InvalidFolderLink as exc:
@@ -209,11 +133,11 @@ async def fetch_import(request: web.Request, import_id: int) -> asyncpg.Record:
 
 
 async def get_import(request: web.Request) -> web.Response:
-    return web.json_response(import_json(await fetch_import(request, _path_id(request))))
+    return web.json_response(import_json(await fetch_import(request, path_id(request))))
 
 
 async def list_imports(request: web.Request) -> web.Response:
-    limit = _int_param(request, "limit", 50, hi=MAX_PAGE)
+    limit = int_param(request, "limit", 50, hi=MAX_PAGE)
     cursor = request.query.get("cursor")
     before = decode_cursor(cursor) if cursor else 2**62
     rows = await request.app[DB].fetch(
@@ -223,9 +147,9 @@ async def list_imports(request: web.Request) -> web.Response:
 
 
 async def list_failures(request: web.Request) -> web.Response:
-    import_id = _path_id(request)
+    import_id = path_id(request)
     await fetch_import(request, import_id)
-    limit = _int_param(request, "limit", 100, hi=MAX_PAGE)
+    limit = int_param(request, "limit", 100, hi=MAX_PAGE)
     cursor = request.query.get("cursor")
     after = decode_cursor(cursor) if cursor else 0
     rows = await request.app[DB].fetch(
@@ -246,7 +170,9 @@ async def list_failures(request: web.Request) -> web.Response:
 
 async def retry_import(request: web.Request) -> web.Response:
     require_token(request)
-    import_id = _path_id(request)
+    # No body needed, but the JSON type all the same: an HTML form cannot send it cross-site.
+    await json_object(request, optional=True)
+    import_id = path_id(request)
     count = await importer.retry_failed(request.app[DB], request.app[ARQ], import_id,
                                         request.app[SETTINGS])
     if count is None:
@@ -258,7 +184,8 @@ async def retry_import(request: web.Request) -> web.Response:
 
 async def cancel_import(request: web.Request) -> web.Response:
     require_token(request)
-    import_id = _path_id(request)
+    await json_object(request, optional=True)
+    import_id = path_id(request)
     status, stopped = await importer.cancel_import(request.app[DB], import_id)
     if status is None:
         raise ApiError(404, "not_found", f"There is no import {import_id}.")
@@ -293,30 +220,32 @@ def image_json(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-async def query_images(request: web.Request, limit: int) -> tuple[list[asyncpg.Record], str | None]:
-    """Newest first, keyset-paginated; shared with the gallery page."""
+async def query_images(
+    request: web.Request, limit: int, *, page: bool = False
+) -> tuple[list[asyncpg.Record], str | None]:
+    """Newest first, keyset-paginated; shared with the gallery `page`."""
     where = ["id < $1"]
     cursor = request.query.get("cursor")
     args: list[Any] = [decode_cursor(cursor) if cursor else 2**62]
-    import_id = _int_param(request, "import_id")
+    import_id = int_param(request, "import_id", hi=INT64_MAX, blank_is_absent=page)
     if import_id is not None:
         args.append(import_id)
         where.append(f"import_id = ${len(args)}")
-    if source := request.query.get("source"):
+    if source := text_param(request, "source"):
         args.append(source)
         where.append(f"source = ${len(args)}")
-    if mime_type := request.query.get("mime_type"):
+    if mime_type := text_param(request, "mime_type"):
         args.append(mime_type)
         where.append(f"mime_type = ${len(args)}")
-    if folder := request.query.get("folder"):
+    if folder := text_param(request, "folder"):
         folder = folder.strip("/")
         args.append(folder)
         like = folder.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
         args.append(like)
         where.append(f"(folder_path = ${len(args) - 1} OR folder_path LIKE ${len(args)})")
-    if q := request.query.get("q", "").strip():
-        if len(q) > 200:
-            raise ApiError(400, "invalid_parameter", "'q' is longer than 200 characters.")
+    if q := text_param(request, "q").strip():
+        if len(q) > MAX_QUERY_CHARS:
+            raise ApiError(400, "invalid_parameter", f"'q' is longer than {MAX_QUERY_CHARS} characters.")
         args.append("%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
         where.append(f"name ILIKE ${len(args)}")
     args.append(limit)
@@ -327,14 +256,14 @@ async def query_images(request: web.Request, limit: int) -> tuple[list[asyncpg.R
 
 
 async def list_images(request: web.Request) -> web.Response:
-    limit = _int_param(request, "limit", 100, hi=MAX_PAGE)
+    limit = int_param(request, "limit", 100, hi=MAX_PAGE)
     assert limit is not None
     rows, next_cursor = await query_images(request, limit)
     return web.json_response({"images": [image_json(r) for r in rows], "next_cursor": next_cursor})
 
 
 async def fetch_image(request: web.Request) -> asyncpg.Record:
-    image_id = _path_id(request)
+    image_id = path_id(request)
     row = await request.app[DB].fetchrow("SELECT * FROM images WHERE id = $1", image_id)
     if row is None:
         raise ApiError(404, "not_found", f"There is no image {image_id}.")
@@ -388,9 +317,18 @@ async def _serve_object(request: web.Request, key: str, mime_type: str, name: st
         "Cache-Control": "private, max-age=3600",
     })
     await response.prepare(request)
-    async for chunk in storage.stream(key):
-        await response.write(chunk)
-    await response.write_eof()
+    chunks = storage.stream(key)
+    try:
+        async for chunk in chunks:
+            await response.write(chunk)
+        await response.write_eof()
+    except ConnectionResetError:  # aiohttp.ClientConnectionResetError is one too
+        # A closed tab or a cancelled download: the normal end of a download nobody reads any more.
+        log.debug("client went away mid-download", extra={"path": request.path})
+    finally:
+        # Now, not whenever the generator is collected: it holds a storage connection.
+        if isinstance(chunks, AsyncGenerator):
+            await chunks.aclose()
     return response
 
 

@@ -80,12 +80,15 @@ async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings, *, run_worker: bool | None = None) -> web.Application:
-    from fotoowl.web import api, openapi, ops, templating, views
+    from fotoowl.web import api, errors, openapi, ops, security, templating, views
 
-    app = web.Application(middlewares=[api.error_middleware], client_max_size=64 * 1024)
+    # Errors outermost, so a refused cross-site write gets the usual error shape too.
+    app = web.Application(middlewares=[errors.error_middleware, security.cross_site_middleware],
+                          client_max_size=64 * 1024)
     app[SETTINGS] = settings
     app[TEMPLATES] = templating.make_templates()
     app.cleanup_ctx.extend([_db_ctx, _arq_ctx, _storage_ctx])
+    security.setup(app)
     if settings.embedded_workers if run_worker is None else run_worker:
         app.cleanup_ctx.append(_worker_ctx)
     api.setup_routes(app)

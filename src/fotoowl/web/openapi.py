@@ -15,8 +15,11 @@ from typing import Any
 
 from aiohttp import web
 
-from fotoowl.web.api import MAX_PAGE, MAX_URL_CHARS
+from fotoowl.web.api import MAX_PAGE, MAX_QUERY_CHARS, MAX_URL_CHARS
 from fotoowl.web.app import SETTINGS
+from fotoowl.web.openapi_examples import FAILURE_EXAMPLE, IMAGE_EXAMPLE, IMPORT_EXAMPLE
+from fotoowl.web.params import INT64_MAX
+from fotoowl.web.security import CROSS_SITE_MESSAGE
 
 Schema = dict[str, Any]
 
@@ -44,65 +47,12 @@ STRING: Schema = {"type": "string"}
 OPT_STRING: Schema = {"type": ["string", "null"]}
 COUNT: Schema = {"type": "integer", "minimum": 0}
 ID: Schema = {"type": "integer", "minimum": 1}
+# What a URL may name: PostgreSQL's bigint.
+ID_PARAM: Schema = {"type": "integer", "minimum": 1, "maximum": INT64_MAX}
 TIME: Schema = {"type": "string", "format": "date-time"}
 OPT_TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
 CURSOR: Schema = {"type": ["string", "null"],
                   "description": "Pass as `cursor` to get the next page; null on the last page."}
-
-# --- examples: also the sample answers in docs/curl.md ------------------------------------------
-
-IMPORT_EXAMPLE: dict[str, Any] = {
-    "id": 42,
-    "source": "google_drive",
-    "folder_id": "1AbCdEfGhIjKlMnOpQrStUvWxYz012345",
-    "folder_url": "https://drive.google.com/drive/folders/1AbCdEfGhIjKlMnOpQrStUvWxYz012345",
-    "folder_name": "Wedding 2026",
-    "recursive": True,
-    "status": "running",
-    "counts": {"found": 1200, "imported": 480, "skipped": 10, "failed": 2, "pending": 708},
-    "bytes": {"found": 3145728000, "imported": 1258291200},
-    "rate": {"files_per_s": 16.0, "bytes_per_s": 41943040},
-    "eta_s": 44.2,
-    "error": None,
-    "created_at": "2026-05-01T10:00:00Z",
-    "started_at": "2026-05-01T10:00:01Z",
-    "finished_at": None,
-    "urls": {"self": "/imports/42", "failures": "/imports/42/failures", "images": "/images?import_id=42",
-             "page": "/ui/imports/42"},
-}
-IMAGE_EXAMPLE: dict[str, Any] = {
-    "id": 1001,
-    "name": "IMG_0001.jpg",
-    "google_drive_id": "1ZyXwVuTsRqPoNmLkJiHgFeDcBa987654",
-    "size": 2621440,
-    "mime_type": "image/jpeg",
-    "storage_path": "s3://fotoowl/images/1ZyXwVuTsRqPoNmLkJiHgFeDcBa987654",
-    "source": "google_drive",
-    "md5": "9e107d9d372bb6826bd81d3542a419d6",
-    "width": 4032,
-    "height": 3024,
-    "taken_time": "2026:04:30 18:22:05",
-    "camera": {"make": "Canon", "model": "EOS R6"},
-    "folder_path": "Ceremony",
-    "import_id": 42,
-    "imported_at": "2026-05-01T10:00:03Z",
-    "drive_created_at": "2026-04-30T20:00:00Z",
-    "drive_modified_at": "2026-04-30T20:00:00Z",
-    "url": "/images/1001/content",
-    "thumbnail_url": "/images/1001/thumbnail",
-}
-FAILURE_EXAMPLE: dict[str, Any] = {
-    "file_id": "1QwErTyUiOpAsDfGhJkLzXcVbNm567890",
-    "name": "IMG_0077.jpg",
-    "folder_path": "Ceremony/Party",
-    "mime_type": "image/jpeg",
-    "size": 3145728,
-    "attempts": 3,
-    "error": {"code": "downloadQuotaExceeded", "message": "The download quota for this file has been exceeded."},
-    "failed_at": "2026-05-01T10:02:10Z",
-}
-NOT_FOUND_EXAMPLE = {"error": {"code": "not_found", "message": "There is no import 999999."}}
-
 
 def schemas() -> dict[str, Schema]:
     problem = _obj({"code": STRING, "message": STRING})
@@ -185,8 +135,11 @@ def schemas() -> dict[str, Schema]:
         }),
         "ImageList": _obj({"images": {"type": "array", "items": _ref("Image")}, "next_cursor": CURSOR}),
         "Health": _obj({"status": {"const": "ok"}}),
-        "Checks": _obj({name: {"type": "string", "description": "'ok' or 'unavailable: <reason>'"}
-                        for name in ("database", "redis", "storage")}),
+        "Checks": {"type": "object",
+                   "properties": {name: {"type": "string", "description": "'ok' or 'unavailable: <reason>'"}
+                                  for name in ("database", "redis", "storage", "workers")},
+                   "required": ["database", "redis", "storage"], "additionalProperties": False,
+                   "description": "`workers` only in a process that runs embedded workers."},
         "Ready": _obj({"status": {"const": "ready"}, "checks": _ref("Checks")}),
         "NotReady": _obj({"error": _ref("ErrorDetail"), "checks": _ref("Checks")}),
     }
@@ -208,13 +161,18 @@ def _json(description: str, schema: str, example: Any = None) -> Schema:
 
 RESPONSES: dict[str, Schema] = {
     "BadRequest": _error("A query parameter or the cursor is invalid (`invalid_parameter`, `invalid_cursor`), "
-                         "or the body is not JSON (`invalid_json`).",
+                         "or the body is not UTF-8 JSON (`invalid_json`).",
                          "invalid_parameter", f"'limit' must be between 1 and {MAX_PAGE}."),
     "Unauthorized": _error("FOTOOWL_API_TOKEN is set and the request has no matching bearer token.",
                            "unauthorized", "This endpoint needs 'Authorization: Bearer <FOTOOWL_API_TOKEN>'."),
     "NotFound": _error("There is no such resource.", "not_found", "There is no import 999999."),
     "TooLarge": _error("The request body is larger than 64 KiB.", "request_entity_too_large",
                        "Request Entity Too Large"),
+    "CrossSite": _error("A browser sent this from another site: `Sec-Fetch-Site: cross-site`, or an `Origin` "
+                        "other than this server's.", "csrf_failed", CROSS_SITE_MESSAGE),
+    "NotJson": _error("The request is not sent as `Content-Type: application/json` (a write without a body "
+                      "needs it too).", "unsupported_media_type",
+                      "Send the request with 'Content-Type: application/json'."),
     "Internal": _error("An unexpected error; details are in the server's log.", "internal_error",
                        "Something went wrong on our side."),
 }
@@ -226,11 +184,11 @@ def _limit(default: int) -> Schema:
 
 
 PARAMETERS: dict[str, Schema] = {
-    "Id": {"name": "id", "in": "path", "required": True, "schema": ID},
+    "Id": {"name": "id", "in": "path", "required": True, "schema": ID_PARAM},
     "Cursor": {"name": "cursor", "in": "query", "required": False,
                "description": "`next_cursor` of the previous page.", "schema": STRING},
     "ImportFilter": {"name": "import_id", "in": "query", "required": False,
-                     "description": "Only images stored by this import.", "schema": ID},
+                     "description": "Only images stored by this import.", "schema": ID_PARAM},
     "SourceFilter": {"name": "source", "in": "query", "required": False, "schema": STRING,
                      "example": "google_drive"},
     "FolderFilter": {"name": "folder", "in": "query", "required": False, "schema": STRING,
@@ -240,7 +198,7 @@ PARAMETERS: dict[str, Schema] = {
                        "example": "image/jpeg"},
     "NameSearch": {"name": "q", "in": "query", "required": False,
                    "description": "Case-insensitive substring of the file name.",
-                   "schema": {"type": "string", "maxLength": 200}},
+                   "schema": {"type": "string", "maxLength": MAX_QUERY_CHARS}},
 }
 
 
@@ -264,8 +222,17 @@ def _binary(description: str, media_types: list[str]) -> Schema:
     }
 
 
+def _no_body() -> Schema:
+    return {"required": False,
+            "description": "None needed (an empty body or `{}`), but sent as `application/json` all the same: "
+                           "an HTML form on another site cannot send that type.",
+            "content": {JSON: {"schema": {"type": "object", "description": "Ignored."}, "example": {}}}}
+
+
 def _operations(auth_required: bool) -> dict[str, dict[str, Schema]]:
     def write(op: Schema) -> Schema:
+        op["responses"].update({"400": _response("BadRequest"), "403": _response("CrossSite"),
+                                "413": _response("TooLarge"), "415": _response("NotJson")})
         if auth_required:
             op["security"] = [{"bearerAuth": []}]
             op["responses"]["401"] = _response("Unauthorized")
@@ -282,8 +249,6 @@ def _operations(auth_required: bool) -> dict[str, dict[str, Schema]]:
                 "202": {**_json("Queued; poll `status_url`.", "ImportAccepted",
                                 {"import_id": 42, "status": "queued", "status_url": "/imports/42"}),
                         "headers": {"Location": {"description": "The new import.", "schema": STRING}}},
-                "400": _response("BadRequest"),
-                "413": _response("TooLarge"),
                 "422": _error("The body is JSON but unusable (`missing_field`, `invalid_field`, "
                               "`invalid_folder_url`).", "invalid_folder_url",
                               "Paste the link of a Google Drive folder."),
@@ -310,14 +275,14 @@ def _operations(auth_required: bool) -> dict[str, dict[str, Schema]]:
         }},
         "/imports/{id}/retry": {"post": write({
             "operationId": "retry_import", "tags": ["imports"], "summary": "Queue an import's failed files again",
-            "parameters": [_param("Id")],
+            "parameters": [_param("Id")], "requestBody": _no_body(),
             "responses": {"202": _json("Requeued (0 when there was nothing to retry).", "RetryAccepted",
                                        {"import_id": 42, "requeued": 2, "status": "running"}),
                           "404": _response("NotFound")},
         })},
         "/imports/{id}/cancel": {"post": write({
             "operationId": "cancel_import", "tags": ["imports"], "summary": "Stop an active import",
-            "parameters": [_param("Id")],
+            "parameters": [_param("Id")], "requestBody": _no_body(),
             "responses": {
                 "202": _json("Cancelled; files in flight are abandoned within a second.", "CancelAccepted",
                              {"import_id": 42, "status": "cancelled"}),
@@ -346,7 +311,7 @@ def _operations(auth_required: bool) -> dict[str, dict[str, Schema]]:
             "responses": _binary("The original bytes.", ["image/*", "application/octet-stream"]),
         }},
         "/images/{id}/thumbnail": {"get": {
-            "operationId": "image_thumbnail", "tags": ["images"], "summary": "A small WebP preview",
+            "operationId": "image_thumbnail", "tags": ["images"], "summary": "A small JPEG preview",
             "parameters": [_param("Id")],
             "responses": _binary("The thumbnail (JPEG).", ["image/jpeg"]),
         }},
@@ -396,8 +361,10 @@ def build_document(*, auth_required: bool) -> dict[str, Any]:
             "version": _version(),
             "description": "Copies every image of a public Google Drive folder into S3-compatible storage, "
                            "with metadata in PostgreSQL. Lists are keyset-paginated: pass `next_cursor` back "
-                           "as `cursor`. Write endpoints need `Authorization: Bearer <token>` when the "
-                           f"server sets FOTOOWL_API_TOKEN. {auth_note}",
+                           "as `cursor`. Write endpoints take `Content-Type: application/json` only, even "
+                           "without a body, refuse what a browser marks as cross-site, and need "
+                           "`Authorization: Bearer <token>` when the server sets FOTOOWL_API_TOKEN. "
+                           f"{auth_note}",
         },
         "tags": [{"name": "imports"}, {"name": "images"}, {"name": "operations"}],
         "paths": operations,

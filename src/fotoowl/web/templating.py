@@ -11,7 +11,7 @@ import jinja2
 from aiohttp import web
 
 from fotoowl.web.app import SETTINGS, TEMPLATES, static_dir, templates_dir
-from fotoowl.web.security import CSRF_COOKIE, CSRF_FIELD, CSRF_IS_NEW, CSRF_TOKEN, csrf_token, is_unlocked
+from fotoowl.web.security import CSRF_COOKIE, CSRF_FIELD, CSRF_IS_NEW, CSRF_SESSION, csrf_token, is_unlocked
 
 STATUS_LABELS = {
     "queued": "Queued",
@@ -108,7 +108,7 @@ def file_kind(mime_type: str) -> str:
 
 def _finish(request: web.Request, response: web.Response) -> web.Response:
     if request.get(CSRF_IS_NEW):
-        response.set_cookie(CSRF_COOKIE, request[CSRF_TOKEN], httponly=True, samesite="Lax", path="/",
+        response.set_cookie(CSRF_COOKIE, request[CSRF_SESSION], httponly=True, samesite="Lax", path="/",
                             secure=request.secure)
     # Live status and per-client tokens: never serve a page from a cache.
     response.headers["Cache-Control"] = "no-store"

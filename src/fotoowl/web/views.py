@@ -9,8 +9,9 @@ Form protection lives in `security.py`, template plumbing in `templating.py`.
 from __future__ import annotations
 
 import hmac
+import string
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import asyncpg
 from aiohttp import web
@@ -18,6 +19,8 @@ from aiohttp import web
 from fotoowl import importer
 from fotoowl.web import api
 from fotoowl.web.app import ARQ, DB, DEMO_FOLDER_URL, SETTINGS, static_dir
+from fotoowl.web.errors import ApiError
+from fotoowl.web.params import decode_cursor, encode_cursor, parse_count, path_id
 from fotoowl.web.security import (
     UNLOCK_COOKIE,
     UNLOCK_MAX_AGE_S,
@@ -37,11 +40,22 @@ FAILURES_PAGE = 50
 FILTER_IMPORTS = 100
 
 
+# Printable ASCII but the backslash, which browsers read as "/" ("/\\evil.example" is "//evil.example").
+_PATH_SAFE = string.punctuation.replace("\\", "")
+
+
 def _local_path(value: str | None) -> str:
-    """Only same-site paths as redirect targets: no open redirect through ?next=."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return "/"
+    """Only same-site paths as redirect targets: no open redirect through ?next=.
+
+    Browsers drop tabs and newlines anywhere in a URL ("/\\t/evil.example" becomes "//evil.example"),
+    so a path with any control character, or a backslash, is refused rather than cleaned.
+    """
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value):
+        return "/"
+    # Spaces and non-ASCII percent-encoded: the Location header carries nothing a browser rewrites.
+    return quote(value, safe=_PATH_SAFE, errors="replace")
 
 
 async def unlock_page(request: web.Request) -> web.Response:
@@ -129,12 +143,12 @@ async def submit(request: web.Request) -> web.Response:
     recursive = form.get("recursive") in ("on", "1", "true")
     try:
         row = await api.submit_import(request, folder_url, recursive)
-    except api.ApiError as exc:
+    except ApiError as exc:
         if exc.status_code != 422:
             raise
-        return await _home(
-            request, status=422, error=exc.message, folder_url=folder_url[: api.MAX_URL_CHARS], recursive=recursive
-        )
+        # Shown again as typed, less what no page can hold.
+        shown = folder_url[: api.MAX_URL_CHARS].replace("\x00", "").encode("utf-8", "replace").decode()
+        return await _home(request, status=422, error=exc.message, folder_url=shown, recursive=recursive)
     return see_other(request, f"/ui/imports/{row['id']}")
 
 
@@ -142,13 +156,7 @@ async def submit(request: web.Request) -> web.Response:
 
 
 def _id(request: web.Request) -> int:
-    try:
-        value = int(request.match_info["id"])
-    except ValueError:
-        raise api.ApiError(404, "not_found", "There is no such page.") from None
-    if not 1 <= value < 2**63:
-        raise api.ApiError(404, "not_found", "There is no such page.")
-    return value
+    return path_id(request, message="There is no such page.")
 
 
 def progress_context(imp: dict[str, Any]) -> dict[str, Any]:
@@ -170,7 +178,7 @@ def progress_context(imp: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _failures(request: web.Request, import_id: int, cursor: str | None) -> dict[str, Any]:
-    after = api.decode_cursor(cursor) if cursor else 0
+    after = decode_cursor(cursor) if cursor else 0
     # One row more than shown tells whether a next page exists.
     rows = await request.app[DB].fetch(
         """SELECT id, name, folder_path, mime_type, size_bytes, attempts, error_code, error_message
@@ -181,14 +189,13 @@ async def _failures(request: web.Request, import_id: int, cursor: str | None) ->
         FAILURES_PAGE + 1,
     )
     page: list[asyncpg.Record] = list(rows[:FAILURES_PAGE])
-    next_cursor = api.encode_cursor(page[-1]["id"]) if len(rows) > FAILURES_PAGE else None
+    next_cursor = encode_cursor(page[-1]["id"]) if len(rows) > FAILURES_PAGE else None
     return {"failures": page, "next_cursor": next_cursor, "cursor": cursor}
 
 
 def _notice(request: web.Request) -> str | None:
     # Built from numbers only: the query string never reaches the page as text.
-    if (retried := request.query.get("retried", "")).isdigit():
-        n = int(retried)
+    if (n := parse_count(request.query.get("retried", ""))) is not None:
         return f"{n} failed file{'' if n == 1 else 's'} queued again." if n else "There was nothing to retry."
     if request.query.get("cancelled") == "1":
         return "The import was cancelled."
@@ -208,10 +215,10 @@ async def progress_fragment(request: web.Request) -> web.Response:
     import_id = _id(request)
     imp = progress_context(api.import_json(await api.fetch_import(request, import_id)))
     response = render(request, "_progress.html", imp=imp, oob_title=True)
-    seen = request.query.get("seen_failed", "")
+    seen = parse_count(request.query.get("seen_failed", ""))
     # Only an active import is polled, so a finished one here has just finished: its failures list
     # (below the bar, outside this fragment) reloads itself on this event, as on any new failure.
-    if not imp["active"] or (seen.isdigit() and int(seen) != imp["counts"]["failed"]):
+    if not imp["active"] or (seen is not None and seen != imp["counts"]["failed"]):
         response.headers["HX-Trigger"] = "failures-changed"
     return response
 
@@ -230,7 +237,7 @@ async def retry(request: web.Request) -> web.Response:
     count = await importer.retry_failed(request.app[DB], request.app[ARQ], import_id,
                                         request.app[SETTINGS])
     if count is None:
-        raise api.ApiError(404, "not_found", f"There is no import {import_id}.")
+        raise ApiError(404, "not_found", f"There is no import {import_id}.")
     return see_other(request, f"/ui/imports/{import_id}?retried={count}")
 
 
@@ -240,7 +247,7 @@ async def cancel(request: web.Request) -> web.Response:
     require_unlocked(request)
     status, stopped = await importer.cancel_import(request.app[DB], import_id)
     if status is None:
-        raise api.ApiError(404, "not_found", f"There is no import {import_id}.")
+        raise ApiError(404, "not_found", f"There is no import {import_id}.")
     return see_other(request, f"/ui/imports/{import_id}?cancelled={int(stopped)}")
 
 
@@ -264,14 +271,15 @@ def _tile(row: asyncpg.Record, box: int) -> dict[str, Any]:
 def _limit(raw: str | None) -> int:
     if not raw:
         return GRID_PAGE
-    if not raw.isdigit() or not 1 <= int(raw) <= GRID_PAGE_MAX:
-        raise api.ApiError(400, "invalid_parameter", f"'limit' must be between 1 and {GRID_PAGE_MAX}.")
-    return int(raw)
+    limit = parse_count(raw)
+    if limit is None or not 1 <= limit <= GRID_PAGE_MAX:
+        raise ApiError(400, "invalid_parameter", f"'limit' must be between 1 and {GRID_PAGE_MAX}.")
+    return limit
 
 
 async def _grid(request: web.Request) -> dict[str, Any]:
     limit = _limit(request.query.get("limit"))
-    rows, next_cursor = await api.query_images(request, limit)
+    rows, next_cursor = await api.query_images(request, limit, page=True)
     box = request.app[SETTINGS].thumbnail_px
     filters = {k: request.query[k] for k in ("q", "import_id") if request.query.get(k)}
     if limit != GRID_PAGE:
