@@ -3,9 +3,9 @@
 #   docker run IMAGE fotoowl worker    a worker process (same as `arq fotoowl.worker.Settings`)
 #   docker run IMAGE fotoowl migrate   apply the SQL migrations once
 #
-# The source tree lives at /app exactly as in a checkout (src/, sql/, templates/, static/), and the
-# package is installed editable from it: db.sql_dir() and app.templates_dir()/static_dir() look at
-# the top of the source tree first, so they resolve without copies in odd places.
+# The image holds the installed wheel, not the source tree: the builder stage builds the wheel (sql/,
+# templates/ and static/ ship inside the package) and the runtime stage pip-installs it into
+# /opt/venv, as any other install would.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 ARG NODE_IMAGE=node:22-slim
@@ -14,33 +14,26 @@ ARG NODE_IMAGE=node:22-slim
 FROM ${NODE_IMAGE} AS assets
 RUN npm install --prefix /assets --no-audit --no-fund --silent htmx.org@2
 
-# --- wheels for every dependency, then the virtualenv ----------------------------------------------
+# --- the wheel -----------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
-WORKDIR /app
+WORKDIR /build
 
-# Dependencies first, from pyproject.toml alone with a stub package, so this layer is rebuilt only
-# when the dependencies change, not on every source edit.
-COPY pyproject.toml README.md ./
-RUN mkdir -p src/fotoowl && touch src/fotoowl/__init__.py \
-    && pip wheel --wheel-dir /wheels . \
-    && rm /wheels/fotoowl-*.whl \
-    && python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-index /wheels/*.whl \
-    && /opt/venv/bin/pip install "setuptools>=70.1" \
-    && rm -rf src build /wheels
+# The dependency list on its own, from pyproject.toml alone: the runtime stage installs it in a layer
+# of its own, rebuilt only when this list changes, not on every source edit.
+COPY pyproject.toml ./
+RUN python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' \
+    > /requirements.txt
 
+COPY README.md ./
 COPY src/ src/
 COPY sql/ sql/
 COPY templates/ templates/
 COPY static/ static/
 COPY --from=assets /assets/node_modules/htmx.org/dist/htmx.min.js static/vendor/htmx.min.js
-# No build isolation: setuptools (70.1+ builds wheels without the `wheel` package) is already in
-# the venv, so this step needs no index.
-RUN /opt/venv/bin/pip install --no-deps --no-index --no-build-isolation -e . \
-    && /opt/venv/bin/python -m compileall -q src
+RUN pip wheel --no-deps --wheel-dir /dist .
 
 # --- runtime -------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -51,8 +44,14 @@ RUN groupadd --system --gid 10001 fotoowl \
     && useradd --system --uid 10001 --gid fotoowl --home-dir /var/lib/fotoowl --create-home \
        --shell /usr/sbin/nologin fotoowl
 
-COPY --from=builder /opt/venv /opt/venv
-COPY --from=builder /app /app
+COPY --from=builder /requirements.txt /tmp/requirements.txt
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -r /tmp/requirements.txt
+
+# --no-index: every dependency is already installed above, so nothing newer can slip in here.
+COPY --from=builder /dist/ /tmp/dist/
+RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-index /tmp/dist/fotoowl-*.whl \
+    && rm -rf /tmp/dist /tmp/requirements.txt
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -63,9 +62,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     FOTOOWL_DATA_DIR=/var/lib/fotoowl \
     FOTOOWL_FILE_ROOT=/var/lib/fotoowl/files
 
-# The code stays root-owned and read-only to the process; only its data folder is writable. The user
-# is numeric (the fotoowl user created above) so runtimes such as Kubernetes can tell it is not root.
-WORKDIR /app
+# The installed code stays root-owned and read-only to the process; only its data folder, also its
+# working directory, is writable. The user is numeric (the fotoowl user created above) so runtimes
+# such as Kubernetes can tell it is not root.
+WORKDIR /var/lib/fotoowl
 USER 10001:10001
 EXPOSE 8000
 

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HTMX := static/vendor/htmx.min.js
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-system lint fmt bench bench-quick browser clean
+.PHONY: install run test test-system lint fmt bench bench-quick chaos chaos-quick browser clean
 
 install: $(STAMP) $(HTMX)
 
@@ -52,18 +52,27 @@ test-system: install
 	$(BIN)/pytest -m "not browser" $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench chaos
+	$(BIN)/ruff format --check src tests bench chaos
 	$(BIN)/mypy
 
 fmt: install
-	$(BIN)/ruff check --fix src tests bench
-	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench chaos
+	$(BIN)/ruff format src tests bench chaos
 
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 bench-quick: install
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
+
+# Real faults (servers stopped and killed, workers killed, Drive errors) during 3,000-image imports;
+# writes RELIABILITY.md. chaos-quick: 400 images and short faults for CI (chaos/RESULTS-quick.md).
+chaos: install
+	$(BIN)/python -m chaos $(CHAOS_ARGS)
+
+chaos-quick: install
+	$(BIN)/python -m chaos --quick $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache static/vendor .pytest_cache .mypy_cache .ruff_cache

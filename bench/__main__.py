@@ -32,7 +32,7 @@ from bench.manifest import Manifest
 from bench.procs import Children
 from bench.results import Results, Row, from_json, to_json
 from bench.stack import Stack, running_stack
-from fotoowl.config import Settings
+from fotoowl.config import AppSettings
 
 HERE = Path(__file__).resolve().parent
 MiB = 1024 * 1024
@@ -62,7 +62,7 @@ class Plan:
     bandwidth_bytes_per_s: float
     seed: int
     # The product's default, so the bare copy runs at the same concurrency as fotoowl.
-    in_flight: int = field(default_factory=lambda: Settings().files_in_flight)
+    in_flight: int = field(default_factory=lambda: AppSettings().files_in_flight)
     fotoowl_env: dict[str, str] = field(default_factory=dict)
     steps: tuple[str, ...] = STEPS
     variants: bool = True
@@ -108,7 +108,7 @@ class Plan:
             "",
             f"- Workload: {self.images:,} images, {total}, in nested folders (seed {self.seed}); the Drive emulator "
             f"runs in its own process with {self.latency_s * 1000:.0f} ms added to every request, {bandwidth}.",
-            f"- fotoowl: `arq fotoowl.worker.Settings` processes, {self.in_flight} files in flight each (default); "
+            f"- fotoowl: `arq fotoowl.worker.AppSettings` processes, {self.in_flight} files in flight each (default); "
             f"FOTOOWL_* overrides: {env}. The row marked [no thumbnails] sets FOTOOWL_THUMBNAIL_PX=0: a "
             "diagnostic; the targets are judged on the product defaults.",
             f"- Naive pipeline: sampled, {self.naive_sample} files spread over the folder (every k-th); "

@@ -20,10 +20,12 @@ from bench.manifest import Manifest, ManifestFile
 from bench.procs import PYTHON, Child, Children, sample_peaks, wait_for_log
 from bench.results import Row
 from bench.stack import Stack
-from fotoowl import importer
-from fotoowl.config import Settings
-from fotoowl.drive import DriveClient, FolderRef
-from fotoowl.storage import open_storage
+from fotoowl import statuses
+from fotoowl.config import AppSettings
+from fotoowl.pipeline import control
+from fotoowl.sources.google_drive.client import DriveClient
+from fotoowl.sources.google_drive.links import FolderRef
+from fotoowl.storage_backends import open_storage
 from fotoowl.worker import create_arq_pool
 
 ARQ = str(Path(PYTHON).parent / "arq")
@@ -67,7 +69,7 @@ async def wait_finished(pool: asyncpg.Pool, import_id: int, timeout_s: float,
     while True:
         row = await pool.fetchrow("SELECT * FROM imports WHERE id = $1", import_id)
         assert row is not None
-        if row["status"] in importer.FINISHED:
+        if row["status"] in statuses.FINISHED:
             return row
         for child in watch:
             if child.proc.returncode is not None:
@@ -99,7 +101,7 @@ async def run_fotoowl(children: Children, stack: Stack, manifest: Manifest, *, l
     redis_url = await stack.fresh_redis()
     env = stack.fotoowl_env(database_url=database_url, redis_url=redis_url, prefix=f"{label}/",
                             api_url=manifest.api_url, api_key=manifest.api_key, overrides=overrides)
-    procs = [await children.spawn(f"{label}-worker-{n + 1}", [ARQ, "fotoowl.worker.Settings"], env)
+    procs = [await children.spawn(f"{label}-worker-{n + 1}", [ARQ, "fotoowl.worker.AppSettings"], env)
              for n in range(workers)]
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     redis = await create_arq_pool(stack.settings(redis_url=redis_url))
@@ -108,7 +110,7 @@ async def run_fotoowl(children: Children, stack: Stack, manifest: Manifest, *, l
     try:
         for proc in procs:
             await wait_for_log(proc, "worker started", 120)
-        created = await importer.create_import(pool, redis, FolderRef(manifest.root_id), manifest.folder_link)
+        created = await control.create_import(pool, redis, FolderRef(manifest.root_id), manifest.folder_link)
         row = await wait_finished(pool, created["id"], timeout_s, procs)
         problem = await check_import(pool, row, manifest)
         seconds = (row["finished_at"] - row["created_at"]).total_seconds()
@@ -119,7 +121,7 @@ async def run_fotoowl(children: Children, stack: Stack, manifest: Manifest, *, l
         await pool.close()
         for proc in procs:
             await children.stop(proc)
-    in_flight = int(env.get("FOTOOWL_FILES_IN_FLIGHT", str(Settings().files_in_flight))) * workers
+    in_flight = int(env.get("FOTOOWL_FILES_IN_FLIGHT", str(AppSettings().files_in_flight))) * workers
     name = f"fotoowl, {workers} worker{'s' if workers > 1 else ''} ({in_flight} files in flight)"
     if variant:
         name += f" [{variant}]"

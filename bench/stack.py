@@ -18,7 +18,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from fotoowl import embedded
-from fotoowl.config import Secret, Settings
+from fotoowl.config import AppSettings, Secret
 from fotoowl.db import migrate_url
 
 BUCKET = "bench"
@@ -62,8 +62,8 @@ class Stack:
         return url
 
     def settings(self, *, database_url: str = "", redis_url: str = "", prefix: str = "images/",
-                 files_in_flight: int = 16) -> Settings:
-        return Settings(database_url=database_url, redis_url=redis_url, s3_endpoint_url=self.s3_endpoint_url,
+                 files_in_flight: int = 16) -> AppSettings:
+        return AppSettings(database_url=database_url, redis_url=redis_url, s3_endpoint_url=self.s3_endpoint_url,
                         s3_bucket=self.bucket, s3_prefix=prefix, aws_access_key_id=self.s3_key_id,
                         aws_secret_access_key=Secret(self.s3_secret), files_in_flight=files_in_flight)
 

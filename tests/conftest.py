@@ -24,9 +24,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from fotoowl import embedded
-from fotoowl.config import Secret, Settings
+from fotoowl.config import AppSettings, Secret
 from fotoowl.db import migrate_url
-from fotoowl.storage import Storage, ensure_bucket, open_storage
+from fotoowl.storage import Storage
+from fotoowl.storage_backends import ensure_bucket, open_storage
 
 TEST_BUCKET = "fotoowl-test"
 
@@ -143,9 +144,9 @@ def s3_prefix() -> str:
 
 
 @pytest.fixture
-def base_settings(servers: SessionServers, s3_prefix: str, tmp_path: Path) -> Settings:
-    """Settings pointing at the session's servers, without a database or Redis of the test's own."""
-    return Settings(
+def base_settings(servers: SessionServers, s3_prefix: str, tmp_path: Path) -> AppSettings:
+    """AppSettings pointing at the session's servers, without a database or Redis of the test's own."""
+    return AppSettings(
         storage="s3",
         s3_endpoint_url=servers.s3_endpoint_url,
         s3_bucket=TEST_BUCKET,
@@ -164,14 +165,14 @@ def base_settings(servers: SessionServers, s3_prefix: str, tmp_path: Path) -> Se
 
 
 @pytest.fixture
-async def settings(base_settings: Settings, database_url: str, redis_url: str) -> Settings:
+async def settings(base_settings: AppSettings, database_url: str, redis_url: str) -> AppSettings:
     settings = base_settings.replace(database_url=database_url, redis_url=redis_url)
     await ensure_bucket(settings)
     return settings
 
 
 @pytest.fixture
-async def storage(settings: Settings) -> AsyncIterator[Storage]:
+async def storage(settings: AppSettings) -> AsyncIterator[Storage]:
     async with open_storage(settings) as storage:
         yield storage
 
@@ -199,12 +200,12 @@ async def drive() -> AsyncIterator[RunningEmulator]:
 
 
 @pytest.fixture
-async def app_settings(settings: Settings, drive: RunningEmulator) -> Settings:
+async def app_settings(settings: AppSettings, drive: RunningEmulator) -> AppSettings:
     return settings.replace(drive_api_url=drive.api_url, google_api_key=Secret(TEST_API_KEY))
 
 
 @pytest.fixture
-async def client(app_settings: Settings, aiohttp_client: Any) -> Any:
+async def client(app_settings: AppSettings, aiohttp_client: Any) -> Any:
     """The whole app (API, pages, embedded worker) on real servers and the emulator."""
     from fotoowl.web.app import create_app
 

@@ -9,7 +9,9 @@ from typing import Any
 
 import aiohttp
 
-from fotoowl.drive import DriveClient, DriveFile, FolderRef, SkippedFile
+from fotoowl.sources.google_drive.client import DriveClient
+from fotoowl.sources.google_drive.links import FolderRef
+from fotoowl.sources.google_drive.models import DriveFile, SkippedFile
 from fotoowl.testing.drive_emulator import DriveEmulator, running_emulator
 
 API_KEY = "test-key"

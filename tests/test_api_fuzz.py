@@ -20,7 +20,7 @@ from hypothesis import HealthCheck
 from schemathesis import APIOperation, GenerationMode
 
 from conftest import RunningEmulator, wait_for_import
-from fotoowl.config import Settings
+from fotoowl.config import AppSettings
 from fotoowl.testing.drive_emulator import Fault
 from fotoowl.web.app import create_app
 from fotoowl.web.openapi import build_document
@@ -35,7 +35,7 @@ CONFIG = schemathesis.Config.from_dict({})
 
 
 @pytest.fixture
-async def seeded_settings(app_settings: Settings, drive: RunningEmulator, aiohttp_client: Any) -> Settings:
+async def seeded_settings(app_settings: AppSettings, drive: RunningEmulator, aiohttp_client: Any) -> AppSettings:
     """A database with a finished import (images, a failure): ids the fuzzer tries can exist."""
     emu = drive.emu
     root = emu.add_folder(None, "Fuzz")
@@ -53,7 +53,7 @@ async def seeded_settings(app_settings: Settings, drive: RunningEmulator, aiohtt
 
 
 @pytest.fixture
-def base_url(seeded_settings: Settings) -> Iterator[str]:
+def base_url(seeded_settings: AppSettings) -> Iterator[str]:
     """The app served as `fotoowl serve` does, from a thread and loop of its own: schemathesis calls
     are blocking, and would stall a server on the test's loop."""
     loop = asyncio.new_event_loop()

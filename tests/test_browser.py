@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from fotoowl.config import Settings
+from fotoowl.config import AppSettings
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
@@ -55,7 +55,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @pytest.fixture
-async def base_url(app_settings: Settings, aiohttp_server: Any) -> str:
+async def base_url(app_settings: AppSettings, aiohttp_server: Any) -> str:
     """The whole app with its embedded worker, on a real TCP port the browser can reach."""
     from fotoowl.web.app import create_app
 

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from fotoowl.config import Settings
+from fotoowl.config import AppSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -85,7 +86,7 @@ def test_commands(services: dict[str, dict[str, Any]]) -> None:
     assert services["api"]["command"] == ["fotoowl", "serve", "--no-worker"]
     assert services["worker"]["command"] in (["fotoowl", "worker"], ["arq", "fotoowl.worker.Settings"])
     assert services["migrate"]["command"] == ["fotoowl", "migrate"]
-    assert "ensure_bucket(Settings.from_env())" in " ".join(services["create-bucket"]["command"])
+    assert "ensure_bucket(AppSettings.from_env())" in " ".join(services["create-bucket"]["command"])
     for role in ("migrate", "create-bucket"):
         assert services[role]["restart"] == "no", "one-shot jobs must not be restarted"
 
@@ -146,7 +147,7 @@ def test_app_environment_is_complete_and_consistent(services: dict[str, dict[str
     for key in ("FOTOOWL_DATABASE_URL", "FOTOOWL_REDIS_URL", "FOTOOWL_S3_ENDPOINT_URL", "FOTOOWL_S3_BUCKET",
                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         assert env.get(key), key
-    settings = Settings.from_env(env)  # also validates every value the way the app will
+    settings = AppSettings.from_env(env)  # also validates every value the way the app will
     assert settings.storage == "s3"
 
     database = urlsplit(settings.database_url)
@@ -168,7 +169,7 @@ def test_app_environment_is_complete_and_consistent(services: dict[str, dict[str
 def test_host_variables_reach_the_app_and_storage(services: dict[str, dict[str, Any]]) -> None:
     host = {"GOOGLE_API_KEY": "AIza-test", "POSTGRES_PASSWORD": "pw", "S3_ACCESS_KEY_ID": "id",
             "S3_SECRET_ACCESS_KEY": "secret", "FOTOOWL_API_TOKEN": "token"}
-    settings = Settings.from_env(app_env(services["api"], host))
+    settings = AppSettings.from_env(app_env(services["api"], host))
     assert settings.google_api_key.get() == "AIza-test"
     assert settings.api_token.get() == "token"
     assert urlsplit(settings.database_url).password == "pw"
@@ -269,7 +270,7 @@ def test_dockerfile_is_multi_stage_on_python_slim(stages: list[Stage]) -> None:
     assert "builder" in {stage.name for stage in stages}
     assert stages[-1].image == "python:3.11-slim"
     builder = next(stage for stage in stages if stage.name == "builder")
-    assert builder.image == "python:3.11-slim", "the venv is copied over, so both need the same Python"
+    assert builder.image == "python:3.11-slim", "the wheel is built by the Python the image runs"
     assert any("--from=builder" in copy for copy in stages[-1].all("COPY"))
     for stage in stages:
         repository, _, tag = stage.image.rpartition(":")
@@ -285,30 +286,77 @@ def test_dockerfile_runtime_stage(stages: list[Stage]) -> None:
     assert runtime.all("EXPOSE") == ["8000"]
     env = " ".join(runtime.all("ENV"))
     assert "FOTOOWL_HOST=0.0.0.0" in env
+    assert "FOTOOWL_DATA_DIR=/var/lib/fotoowl" in env
     assert json.loads(runtime.all("CMD")[-1]) == ["fotoowl", "serve"]
-    assert runtime.all("WORKDIR")[-1] == "/app"
+    # No source tree to stand in: the process starts in its own (writable) data folder.
+    assert runtime.all("WORKDIR")[-1] == "/var/lib/fotoowl"
 
 
-def test_image_keeps_the_source_tree_layout(stages: list[Stage]) -> None:
+def test_image_is_built_from_the_wheel_without_the_source_tree(stages: list[Stage]) -> None:
     builder = next(stage for stage in stages if stage.name == "builder")
-    assert builder.all("WORKDIR") == ["/app"]
     copied = {args.split()[-2] for args in builder.all("COPY") if not args.startswith("--from")}
-    assert {"src/", "sql/", "templates/", "static/"} <= copied
-    assert "COPY --from=builder /app /app" in [f"COPY {args}" for args in stages[-1].all("COPY")]
-    assert any("-e ." in run for run in builder.all("RUN")), "installed editable, so the code stays in /app/src"
+    assert {"src/", "sql/", "templates/", "static/"} <= copied, "the wheel is built from the checkout's folders"
+    assert any(run.startswith("pip wheel") and "--wheel-dir /dist" in run for run in builder.all("RUN"))
+    assert not any(" -e " in f" {run} " for run in builder.all("RUN")), "no editable install"
+
+    runtime = stages[-1]
+    copies = runtime.all("COPY")
+    assert all(args.startswith("--from=builder ") for args in copies), f"built artefacts only, no context: {copies}"
+    sources = {args.split()[-2] for args in copies}
+    assert "/dist/" in sources and not sources & {"/build", "/build/", "/app", "/app/", "/"}, sources
+    runs = runtime.all("RUN")
+    assert any("python -m venv /opt/venv" in run for run in runs)
+    assert any("/opt/venv/bin/pip install" in run and "/tmp/dist/fotoowl-*.whl" in run for run in runs)
+    assert "PATH=/opt/venv/bin:$PATH" in " ".join(runtime.all("ENV"))
 
 
-def test_tree_layout_resolves_sql_templates_and_static(tmp_path: Path) -> None:
-    # The premise of the Dockerfile: with the package imported from <tree>/src, every folder the
-    # app reads is found at the top of <tree>, as in the image's /app.
+# --- where the package finds sql/, templates/ and static/ ----------------------------------------
+
+RESOLVE = ("import json; from fotoowl.resources import FOLDERS, folder; "
+           "print(json.dumps({name: str(folder(name)) for name in FOLDERS}))")
+
+
+def resolve_folders(pythonpath: Path, cwd: Path) -> dict[str, str]:
+    # -S: not even this venv's site-packages (and its editable install of the checkout) is visible;
+    # fotoowl.resources needs nothing beyond the standard library.
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(pythonpath)}
+    out = subprocess.run([sys.executable, "-S", "-c", RESOLVE], cwd=cwd, env=env, capture_output=True, text=True,
+                         check=True).stdout
+    found: dict[str, str] = json.loads(out)
+    return found
+
+
+def test_installed_layout_finds_the_folders_inside_the_package(tmp_path: Path) -> None:
+    # What a wheel installs into site-packages: the folders sit inside the package.
+    site = tmp_path / "site-packages"
+    shutil.copytree(ROOT / "src" / "fotoowl", site / "fotoowl", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("sql", "templates", "static"):
+        shutil.copytree(ROOT / name, site / "fotoowl" / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "run").mkdir()
+    assert resolve_folders(site, tmp_path / "run") == {
+        name: str(site / "fotoowl" / name) for name in ("sql", "templates", "static")}
+
+
+def test_checkout_layout_finds_the_top_level_folders(tmp_path: Path) -> None:
+    # An editable install or PYTHONPATH=src: the checkout's own folders, edits visible at once.
     for name in ("src", "sql", "templates", "static"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    script = ("import json; from fotoowl.db import sql_dir; from fotoowl.web.app import static_dir, templates_dir; "
-              "print(json.dumps([str(sql_dir()), str(templates_dir()), str(static_dir())]))")
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(tmp_path / "src")}
-    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         check=True).stdout
-    assert json.loads(out) == [str(tmp_path / "sql"), str(tmp_path / "templates"), str(tmp_path / "static")]
+    shutil.copy2(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    assert resolve_folders(tmp_path / "src", tmp_path) == {
+        name: str(tmp_path / name) for name in ("sql", "templates", "static")}
+
+
+def test_pyproject_ships_the_folders_and_every_package() -> None:
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    code = {".".join(init.parent.relative_to(ROOT / "src").parts)
+            for init in (ROOT / "src" / "fotoowl").rglob("__init__.py") if "__pycache__" not in init.parts}
+    folders = {f"fotoowl.{name}": name for name in ("sql", "templates", "static")}
+    listed = set(setuptools["packages"])
+    assert not code - listed, f"add to [tool.setuptools] packages in pyproject.toml: {sorted(code - listed)}"
+    assert listed == code | set(folders), f"not a package of src/fotoowl: {sorted(listed - code - set(folders))}"
+    assert setuptools["package-dir"] == {"": "src", **folders}
+    assert setuptools["package-data"]["fotoowl.sql"] == ["*.sql"]
+    assert setuptools["package-data"]["fotoowl.static"] == ["**/*"], "htmx lives in static/vendor/"
 
 
 def test_dockerignore_keeps_what_the_build_copies() -> None:

@@ -12,14 +12,11 @@ import pytest
 from prometheus_client import REGISTRY
 
 from drive_helpers import API_KEY, drive, fast_client, read_all, walk_all
-from fotoowl.drive import (
-    DriveClient,
-    DriveConfigError,
-    DriveError,
-    FolderNotAccessible,
-    FolderRef,
-)
 from fotoowl.pacer import LocalPacer, Pacer
+from fotoowl.sources.base import FolderNotAccessible
+from fotoowl.sources.google_drive.client import DriveClient
+from fotoowl.sources.google_drive.errors import DriveConfigError, DriveError
+from fotoowl.sources.google_drive.links import FolderRef
 from fotoowl.testing.drive_emulator import (
     SPREADSHEET_MIME_TYPE,
     DriveEmulator,

@@ -14,7 +14,8 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from fotoowl.drive import DriveClient, parse_folder_link
+from fotoowl.sources.google_drive.client import DriveClient
+from fotoowl.sources.google_drive.links import parse_folder_link
 from fotoowl.testing.drive_emulator import (
     DEMO_API_KEY,
     DOCUMENT_MIME_TYPE,

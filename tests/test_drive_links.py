@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from fotoowl.drive import FolderRef, InvalidFolderLink, parse_folder_link
+from fotoowl.sources.google_drive.links import FolderRef, InvalidFolderLink, parse_folder_link
 
 FOLDER_ID = "1AbCdEfGhIjKlMnOpQrStUvWxYz012345"
 PARENT_ID = "1ParentFolderIdParentFolderId0000"

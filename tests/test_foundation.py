@@ -1,4 +1,4 @@
-"""Settings, migrations, and the embedded stack of `make run`."""
+"""AppSettings, migrations, and the embedded stack of `make run`."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ import asyncpg
 import pytest
 
 from conftest import SessionServers
-from fotoowl.config import ConfigError, Secret, Settings
+from fotoowl.config import AppSettings, ConfigError, Secret
 from fotoowl.db import load_migrations, migrate
 
 
 def test_settings_from_env_parses_types_and_aliases() -> None:
-    settings = Settings.from_env({
+    settings = AppSettings.from_env({
         "FOTOOWL_PORT": "9000",
         "FOTOOWL_EMBEDDED_WORKERS": "false",
         "FOTOOWL_DRIVE_RATE_PER_S": "12.5",
@@ -38,11 +38,11 @@ def test_settings_from_env_parses_types_and_aliases() -> None:
     assert settings.s3_prefix_normalised == "shoots/"
     assert settings.file_root == Path("/srv/photos")
     # The FOTOOWL_ name wins over the generic one.
-    assert Settings.from_env({"GOOGLE_API_KEY": "a", "FOTOOWL_GOOGLE_API_KEY": "b"}).google_api_key.get() == "b"
+    assert AppSettings.from_env({"GOOGLE_API_KEY": "a", "FOTOOWL_GOOGLE_API_KEY": "b"}).google_api_key.get() == "b"
 
 
 def test_secrets_never_show_in_repr() -> None:
-    settings = Settings(google_api_key=Secret("AIza-secret-key"), api_token=Secret("tok-secret"),
+    settings = AppSettings(google_api_key=Secret("AIza-secret-key"), api_token=Secret("tok-secret"),
                         aws_secret_access_key=Secret("aws-secret"))
     text = repr(settings) + str(settings)
     for secret in ("AIza-secret-key", "tok-secret", "aws-secret"):
@@ -61,12 +61,12 @@ def test_secrets_never_show_in_repr() -> None:
 ])
 def test_bad_settings_are_rejected_with_the_variable_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        Settings.from_env(env)
+        AppSettings.from_env(env)
 
 
 def test_a_bad_database_url_does_not_leak_its_password() -> None:
     with pytest.raises(ConfigError) as info:
-        Settings.from_env({"FOTOOWL_DATABASE_URL": "mysql://user:hunter2@db/x"})
+        AppSettings.from_env({"FOTOOWL_DATABASE_URL": "mysql://user:hunter2@db/x"})
     assert "hunter2" not in str(info.value)
 
 

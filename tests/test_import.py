@@ -9,9 +9,9 @@ from typing import Any
 import asyncpg
 
 from conftest import RunningEmulator, wait_for_import
-from fotoowl import importer
-from fotoowl.config import Settings
-from fotoowl.drive import FolderRef
+from fotoowl.config import AppSettings
+from fotoowl.pipeline import control, limits, listing, transfer
+from fotoowl.sources.google_drive.links import FolderRef
 from fotoowl.storage import Storage
 from fotoowl.testing.drive_emulator import Fault
 from fotoowl.worker import open_deps
@@ -40,7 +40,7 @@ async def stored_md5(storage: Storage, key: str) -> str:
     return digest.hexdigest()
 
 
-async def images_by_drive_id(settings: Settings) -> dict[str, asyncpg.Record]:
+async def images_by_drive_id(settings: AppSettings) -> dict[str, asyncpg.Record]:
     conn = await asyncpg.connect(settings.database_url)
     try:
         rows = await conn.fetch("SELECT * FROM images")
@@ -51,7 +51,7 @@ async def images_by_drive_id(settings: Settings) -> dict[str, asyncpg.Record]:
     return by_id
 
 
-async def test_tree_import_lands_every_image_once(client: Any, drive: RunningEmulator, app_settings: Settings,
+async def test_tree_import_lands_every_image_once(client: Any, drive: RunningEmulator, app_settings: AppSettings,
                                                   storage: Storage) -> None:
     emu = drive.emu
     root = emu.add_folder(None, "Wedding 2026")
@@ -95,7 +95,7 @@ async def test_tree_import_lands_every_image_once(client: Any, drive: RunningEmu
 
 
 async def test_large_file_goes_multipart_and_matches(client: Any, drive: RunningEmulator, storage: Storage,
-                                                     app_settings: Settings) -> None:
+                                                     app_settings: AppSettings) -> None:
     root = drive.emu.add_folder(None, "Big")
     big = drive.emu.add_image(root, "panorama.jpg", size_bytes=19 * MiB + 4321)
     import_id = await start(client, root)
@@ -108,7 +108,7 @@ async def test_large_file_goes_multipart_and_matches(client: Any, drive: Running
 
 
 async def test_reimport_skips_unchanged_and_reimports_changed(client: Any, drive: RunningEmulator,
-                                                              app_settings: Settings) -> None:
+                                                              app_settings: AppSettings) -> None:
     emu = drive.emu
     root = emu.add_folder(None, "Shoot")
     ids = [emu.add_image(root, f"{i}.jpg") for i in range(10)]
@@ -152,7 +152,7 @@ async def test_permanent_failure_is_reported_then_retried(client: Any, drive: Ru
 
 
 async def test_transient_md5_mismatch_is_retried_then_fails(client: Any, drive: RunningEmulator,
-                                                            app_settings: Settings, storage: Storage) -> None:
+                                                            app_settings: AppSettings, storage: Storage) -> None:
     emu = drive.emu
     root = emu.add_folder(None, "Corrupt")
     good = emu.add_image(root, "good.jpg")
@@ -167,7 +167,7 @@ async def test_transient_md5_mismatch_is_retried_then_fails(client: Any, drive: 
 
 
 async def test_cancel_stops_transfers_and_leaves_nothing_half_written(
-        client: Any, drive: RunningEmulator, app_settings: Settings, storage: Storage) -> None:
+        client: Any, drive: RunningEmulator, app_settings: AppSettings, storage: Storage) -> None:
     emu = drive.emu
     root = emu.add_folder(None, "Slow")
     for i in range(30):
@@ -211,7 +211,7 @@ async def test_missing_folder_fails_fast_with_a_clear_reason(client: Any, drive:
 
 
 async def test_claim_room_waits_for_a_worthwhile_claim() -> None:
-    room = importer.ClaimRoom(5, min_claim_items=2)
+    room = limits.ClaimRoom(5, min_claim_items=2)
     assert await room.reserve(200) == 5
     waiter = asyncio.create_task(room.reserve(200))
     room.give_back(1)
@@ -222,7 +222,7 @@ async def test_claim_room_waits_for_a_worthwhile_claim() -> None:
     assert room.held_items == 5
 
 
-async def test_worker_processes_split_an_import_instead_of_one_hoarding_it(app_settings: Settings,
+async def test_worker_processes_split_an_import_instead_of_one_hoarding_it(app_settings: AppSettings,
                                                                            drive: RunningEmulator) -> None:
     """Two processes' pipelines (their own slots and claims) on one import: both get a share."""
     drive.emu.latency_s = 0.02
@@ -231,10 +231,10 @@ async def test_worker_processes_split_an_import_instead_of_one_hoarding_it(app_s
         drive.emu.add_image(root, f"IMG_{n:03d}.jpg", width=16, height=16)
     settings = app_settings.replace(files_in_flight=4)
     async with open_deps(settings) as first, open_deps(settings) as second:
-        created = await importer.create_import(first.pool, first.redis, FolderRef(root), folder_link(root))
-        await importer.list_import(first, created["id"])
-        moved = await asyncio.gather(importer.transfer_import(first, created["id"]),
-                                     importer.transfer_import(second, created["id"]))
+        created = await control.create_import(first.pool, first.redis, FolderRef(root), folder_link(root))
+        await listing.list_import(first, created["id"])
+        moved = await asyncio.gather(transfer.transfer_import(first, created["id"]),
+                                     transfer.transfer_import(second, created["id"]))
         row = await first.pool.fetchrow("SELECT status, imported_count FROM imports WHERE id = $1", created["id"])
     # With 4 files in flight a process holds at most 5 items: one claim of a whole batch size (as
     # before claims were sized to the room) would have left the other process nothing.

@@ -15,7 +15,7 @@ from aiohttp import web
 from openapi_spec_validator import validate as validate_spec
 
 from conftest import RunningEmulator, wait_for_import
-from fotoowl.config import Secret, Settings
+from fotoowl.config import AppSettings, Secret
 from fotoowl.testing.drive_emulator import Fault
 from fotoowl.web.app import create_app
 from fotoowl.web.openapi import build_document
@@ -125,7 +125,7 @@ def test_document_is_valid_openapi_31(auth_required: bool) -> None:
 
 
 def test_every_route_is_documented_and_every_documented_route_exists() -> None:
-    routes = app_routes(create_app(Settings()))
+    routes = app_routes(create_app(AppSettings()))
     ops = documented(build_document(auth_required=False))
     assert set(routes) - set(ops) == set(), "routes missing from the OpenAPI document"
     assert set(ops) - set(routes) == set(), "documented operations with no route"
@@ -135,7 +135,7 @@ def test_every_route_is_documented_and_every_documented_route_exists() -> None:
 
 def test_the_route_list_covers_the_whole_api() -> None:
     # A guard on the guard: had app_routes lost routes, the comparison above would pass vacuously.
-    assert set(app_routes(create_app(Settings()))) >= {
+    assert set(app_routes(create_app(AppSettings()))) >= {
         ("POST", "/import/google-drive"), ("GET", "/imports"), ("GET", "/imports/{id}"),
         ("GET", "/imports/{id}/failures"), ("POST", "/imports/{id}/retry"), ("POST", "/imports/{id}/cancel"),
         ("GET", "/images"), ("GET", "/images/{id}"), ("GET", "/images/{id}/content"),
@@ -329,7 +329,7 @@ async def test_errors_fit_the_document(client: Any, method: str, path: str, url:
 
 
 async def test_token_protected_server_documents_and_enforces_bearer_auth(
-        app_settings: Settings, aiohttp_client: Any) -> None:
+        app_settings: AppSettings, aiohttp_client: Any) -> None:
     client = await aiohttp_client(create_app(app_settings.replace(api_token=Secret("s3cret")), run_worker=False))
     doc = await (await client.get("/openapi.json")).json()
     assert doc == build_document(auth_required=True)

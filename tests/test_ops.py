@@ -11,7 +11,7 @@ import pytest
 
 from conftest import RunningEmulator, wait_for_import
 from fotoowl import embedded
-from fotoowl.config import Secret, Settings
+from fotoowl.config import AppSettings, Secret
 from fotoowl.testing.drive_emulator import Fault
 from fotoowl.web.app import create_app
 
@@ -32,7 +32,7 @@ async def test_healthz_and_readyz(client: Any) -> None:
                                  "checks": {"database": "ok", "redis": "ok", "storage": "ok", "workers": "ok"}}
 
 
-async def test_readyz_names_the_dependency_that_is_down(settings: Settings, aiohttp_client: Any,
+async def test_readyz_names_the_dependency_that_is_down(settings: AppSettings, aiohttp_client: Any,
                                                         tmp_path: Path) -> None:
     valkey = embedded.start_valkey(tmp_path / "valkey", durable=False)
     try:
@@ -73,7 +73,7 @@ async def test_metrics_count_a_finished_import(client: Any, drive: RunningEmulat
     assert "fotoowl_queue_depth" in after
 
 
-async def test_the_api_key_never_reaches_the_logs(app_settings: Settings, drive: RunningEmulator,
+async def test_the_api_key_never_reaches_the_logs(app_settings: AppSettings, drive: RunningEmulator,
                                                   aiohttp_client: Any, caplog: pytest.LogCaptureFixture) -> None:
     secret_key = "AIzaSyTOPSECRET-0123456789abcdefghijk"
     drive.emu.api_keys = frozenset({secret_key})

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from conftest import RunningEmulator, wait_for_import
-from fotoowl.config import Secret, Settings
+from fotoowl.config import AppSettings, Secret
 from fotoowl.testing.drive_emulator import Fault
-from fotoowl.web.app import DEMO_FOLDER_URL, create_app
+from fotoowl.web.app import create_app
+from fotoowl.web.keys import DEMO_FOLDER_URL
 from fotoowl.web.security import CSRF_COOKIE, UNLOCK_COOKIE
 
 HOSTILE = "<script>alert(1)</script>.png"
@@ -67,13 +68,13 @@ async def run_import(client: Any, folder_id: str) -> int:
 
 
 @pytest.fixture
-async def idle_client(app_settings: Settings, aiohttp_client: Any) -> Any:
+async def idle_client(app_settings: AppSettings, aiohttp_client: Any) -> Any:
     """The app without its worker: imports stay queued, so an active import can be looked at."""
     return await aiohttp_client(create_app(app_settings, run_worker=False))
 
 
 @pytest.fixture
-async def locked_client(app_settings: Settings, aiohttp_client: Any) -> AsyncIterator[Any]:
+async def locked_client(app_settings: AppSettings, aiohttp_client: Any) -> AsyncIterator[Any]:
     yield await aiohttp_client(create_app(app_settings.replace(api_token=Secret("s3cret-token"))))
 
 
@@ -116,7 +117,7 @@ async def test_static_assets_are_served(client: Any) -> None:
     assert resp.content_type == "text/css"
 
 
-async def test_demo_mode_offers_the_sample_folder(app_settings: Settings, aiohttp_client: Any) -> None:
+async def test_demo_mode_offers_the_sample_folder(app_settings: AppSettings, aiohttp_client: Any) -> None:
     app = create_app(app_settings, run_worker=False)
     sample = folder_link("1SampleFolderId_abcdefghijk")
     app[DEMO_FOLDER_URL] = sample

@@ -25,11 +25,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from conftest import TEST_API_KEY, RunningEmulator
-from fotoowl import importer
-from fotoowl.config import Settings
-from fotoowl.drive import FolderRef
+from fotoowl import statuses
+from fotoowl.config import AppSettings
 from fotoowl.pacer import RedisPacer
-from fotoowl.storage import open_storage
+from fotoowl.pipeline import claims, control, listing, transfer
+from fotoowl.pipeline.deps import Deps
+from fotoowl.sources.google_drive.links import FolderRef
+from fotoowl.storage_backends import open_storage
 from fotoowl.testing.drive_emulator import Fault
 from fotoowl.testing.faultproxy import HttpFaultProxy, TcpFaultProxy
 from fotoowl.worker import create_arq_pool, json_serializer, open_deps
@@ -63,11 +65,11 @@ def shoot(drive: RunningEmulator, n: int, name: str = "Shoot") -> str:
     return root
 
 
-async def run_import(deps: importer.Deps, root: str) -> asyncpg.Record:
+async def run_import(deps: Deps, root: str) -> asyncpg.Record:
     """List and transfer in this process, as one worker would; returns the import's final row."""
-    created = await importer.create_import(deps.pool, deps.redis, FolderRef(root), folder_link(root))
-    await importer.list_import(deps, created["id"])
-    await importer.transfer_import(deps, created["id"])
+    created = await control.create_import(deps.pool, deps.redis, FolderRef(root), folder_link(root))
+    await listing.list_import(deps, created["id"])
+    await transfer.transfer_import(deps, created["id"])
     row = await deps.pool.fetchrow("SELECT * FROM imports WHERE id = $1", created["id"])
     assert row is not None
     return row
@@ -81,7 +83,7 @@ async def later(delay_s: float, action: Any) -> None:
 # --- storage ----------------------------------------------------------------------------------------
 
 async def test_storage_answering_500_pauses_copies_without_spending_attempts(
-        app_settings: Settings, drive: RunningEmulator) -> None:
+        app_settings: AppSettings, drive: RunningEmulator) -> None:
     """Before: files failed `storage_error` once botocore's own retries ran out, burning attempts."""
     drive.emu.latency_s = 0.01
     root = shoot(drive, 40)
@@ -103,7 +105,7 @@ async def test_storage_answering_500_pauses_copies_without_spending_attempts(
 # --- the database -------------------------------------------------------------------------------------
 
 async def test_database_cut_mid_import_is_waited_out_not_left_to_the_lease(
-        app_settings: Settings, drive: RunningEmulator) -> None:
+        app_settings: AppSettings, drive: RunningEmulator) -> None:
     """Before: the failure path needed the database that was down, so items sat `in_progress` until
     their lease (here 300 s, beyond this test's timeout) expired."""
     drive.emu.latency_s = 0.02
@@ -111,14 +113,14 @@ async def test_database_cut_mid_import_is_waited_out_not_left_to_the_lease(
     async with tcp_proxy(app_settings.database_url) as (proxy, url):
         settings = app_settings.replace(database_url=url, lease_s=300, files_in_flight=4)
         async with open_deps(settings) as deps:
-            created = await importer.create_import(deps.pool, deps.redis, FolderRef(root), folder_link(root))
-            await importer.list_import(deps, created["id"])
-            transfer = asyncio.create_task(importer.transfer_import(deps, created["id"]))
+            created = await control.create_import(deps.pool, deps.redis, FolderRef(root), folder_link(root))
+            await listing.list_import(deps, created["id"])
+            copying = asyncio.create_task(transfer.transfer_import(deps, created["id"]))
             await asyncio.sleep(0.5)
             proxy.refuse()
             await asyncio.sleep(3.0)
             proxy.restore()
-            await asyncio.wait_for(transfer, 90)
+            await asyncio.wait_for(copying, 90)
             row = await deps.pool.fetchrow("SELECT * FROM imports WHERE id = $1", created["id"])
             assert deps.claim_room.held_items == 0
     assert proxy.connections_refused > 0
@@ -149,7 +151,7 @@ def test_a_failed_jobs_result_serialises() -> None:
     assert b"ValueError: bad" in json_serializer({"r": ValueError("bad"), "s": False})
 
 
-def _worker_env(settings: Settings, api_url: str) -> dict[str, str]:
+def _worker_env(settings: AppSettings, api_url: str) -> dict[str, str]:
     return {
         **os.environ,
         "FOTOOWL_DATABASE_URL": settings.database_url,
@@ -173,14 +175,14 @@ async def wait_for_status(pool: asyncpg.Pool, import_id: int, timeout_s: float) 
     while True:
         row = await pool.fetchrow("SELECT * FROM imports WHERE id = $1", import_id)
         assert row is not None
-        if row["status"] in importer.FINISHED:
+        if row["status"] in statuses.FINISHED:
             return row
         assert asyncio.get_running_loop().time() < deadline, dict(row)
         await asyncio.sleep(0.2)
 
 
 @pytest.mark.slow
-async def test_worker_process_outlives_a_redis_outage(settings: Settings, drive: RunningEmulator,
+async def test_worker_process_outlives_a_redis_outage(settings: AppSettings, drive: RunningEmulator,
                                                       tmp_path: Path) -> None:
     """Before: arq's poll loop raised ConnectionError, `fotoowl worker` ran once and exited.
 
@@ -209,7 +211,7 @@ async def test_worker_process_outlives_a_redis_outage(settings: Settings, drive:
             pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
             redis = await create_arq_pool(settings)
             try:
-                created = await importer.create_import(pool, redis, FolderRef(root), folder_link(root))
+                created = await control.create_import(pool, redis, FolderRef(root), folder_link(root))
                 row = await wait_for_status(pool, created["id"], 60)
             finally:
                 await redis.aclose()
@@ -233,7 +235,7 @@ async def test_worker_process_outlives_a_redis_outage(settings: Settings, drive:
 
 
 async def test_embedded_workers_outlive_a_redis_outage_and_readyz_tells(
-        app_settings: Settings, drive: RunningEmulator, aiohttp_client: Any) -> None:
+        app_settings: AppSettings, drive: RunningEmulator, aiohttp_client: Any) -> None:
     """Before: the server's workers hung for good while /readyz kept answering ready."""
     from fotoowl.web.app import create_app
 
@@ -256,7 +258,7 @@ async def test_embedded_workers_outlive_a_redis_outage_and_readyz_tells(
         deadline = asyncio.get_running_loop().time() + 60
         while True:
             body = await (await client.get(f"/imports/{import_id}")).json()
-            if body["status"] in importer.FINISHED:
+            if body["status"] in statuses.FINISHED:
                 break
             assert asyncio.get_running_loop().time() < deadline, body
             await asyncio.sleep(0.3)
@@ -270,7 +272,7 @@ async def test_embedded_workers_outlive_a_redis_outage_and_readyz_tells(
 # --- an end for every import ------------------------------------------------------------------------------
 
 async def test_a_nul_byte_in_a_name_is_imported_not_a_listing_forever(
-        app_settings: Settings, drive: RunningEmulator) -> None:
+        app_settings: AppSettings, drive: RunningEmulator) -> None:
     """Before: the listing insert raised CharacterNotInRepertoireError and the import stayed `listing`."""
     root = drive.emu.add_folder(None, "Shoot")
     drive.emu.add_image(root, "bad\x00name.jpg", width=8, height=8)
@@ -283,7 +285,7 @@ async def test_a_nul_byte_in_a_name_is_imported_not_a_listing_forever(
 
 
 async def test_a_listing_that_keeps_failing_fails_the_import_with_its_reason(
-        drive: RunningEmulator, app_settings: Settings, aiohttp_client: Any) -> None:
+        drive: RunningEmulator, app_settings: AppSettings, aiohttp_client: Any) -> None:
     """Before: a folder whose listing answered 502 every time stayed `listing` through every retry."""
     from conftest import wait_for_import
     from fotoowl.web.app import create_app
@@ -300,18 +302,18 @@ async def test_a_listing_that_keeps_failing_fails_the_import_with_its_reason(
 
 
 async def test_an_expired_item_with_its_attempts_spent_fails_instead_of_looping(
-        app_settings: Settings, drive: RunningEmulator) -> None:
+        app_settings: AppSettings, drive: RunningEmulator) -> None:
     """Before: expired items were reclaimed with no cap, so a file that kills its worker ran forever."""
     root = shoot(drive, 5)
     async with open_deps(app_settings) as deps:
-        created = await importer.create_import(deps.pool, deps.redis, FolderRef(root), folder_link(root))
-        await importer.list_import(deps, created["id"])
+        created = await control.create_import(deps.pool, deps.redis, FolderRef(root), folder_link(root))
+        await listing.list_import(deps, created["id"])
         poison = await deps.pool.fetchval(
             """UPDATE import_items SET status = 'in_progress', attempts = $2, lease_token = gen_random_uuid(),
                       lease_expires_at = now() - interval '1 second'
                WHERE id = (SELECT min(id) FROM import_items WHERE import_id = $1) RETURNING id""",
             created["id"], app_settings.max_attempts)
-        await importer.transfer_import(deps, created["id"])
+        await transfer.transfer_import(deps, created["id"])
         item = await deps.pool.fetchrow("SELECT status, error_code FROM import_items WHERE id = $1", poison)
         row = await deps.pool.fetchrow("SELECT * FROM imports WHERE id = $1", created["id"])
     assert (item["status"], item["error_code"]) == ("failed", "worker_lost")
@@ -319,7 +321,7 @@ async def test_an_expired_item_with_its_attempts_spent_fails_instead_of_looping(
 
 
 async def test_a_row_the_database_refuses_fails_alone_and_gives_every_place_back(
-        app_settings: Settings, drive: RunningEmulator) -> None:
+        app_settings: AppSettings, drive: RunningEmulator) -> None:
     """Before: the batch's error killed the transfer job, and a batch cancelled before it ran kept its
     places in the claim room for good, until every later transfer waited forever."""
     drive.emu.latency_s = 0.01
@@ -342,7 +344,7 @@ async def test_a_row_the_database_refuses_fails_alone_and_gives_every_place_back
     assert (again["status"], again["imported_count"]) == ("completed", 6)
 
 
-async def test_objects_are_stored_with_a_safe_content_type(app_settings: Settings, drive: RunningEmulator) -> None:
+async def test_objects_are_stored_with_a_safe_content_type(app_settings: AppSettings, drive: RunningEmulator) -> None:
     """Before: an object took Drive's mime type as its Content-Type, `image/svg+xml` and junk included."""
     root = drive.emu.add_folder(None, "Shoot")
     svg = drive.emu.add_file(root, "logo.svg", "image/svg+xml", content=b"<svg xmlns='http://www.w3.org/2000/svg'/>")
@@ -358,17 +360,17 @@ async def test_objects_are_stored_with_a_safe_content_type(app_settings: Setting
 
 
 async def test_items_of_a_worker_that_stopped_beating_go_back_before_their_lease(
-        app_settings: Settings, drive: RunningEmulator) -> None:
+        app_settings: AppSettings, drive: RunningEmulator) -> None:
     """Before: a SIGKILLed worker's items waited out their whole lease (300 s by default)."""
     from fotoowl.liveness import DEAD_AFTER_S, reclaim_from_the_dead
 
     root = shoot(drive, 6)
     settings = app_settings.replace(lease_s=300)
     async with open_deps(settings) as dead, open_deps(settings) as alive:
-        created = await importer.create_import(dead.pool, dead.redis, FolderRef(root), folder_link(root))
-        await importer.list_import(dead, created["id"])
-        claimed = await dead.pool.fetch(
-            importer._CLAIM, created["id"], 4, uuid.uuid4(), 300.0, 3, dead.heartbeat.worker_id)
+        created = await control.create_import(dead.pool, dead.redis, FolderRef(root), folder_link(root))
+        await listing.list_import(dead, created["id"])
+        claimed = await claims.claim(dead.pool, created["id"], uuid.uuid4(), 4, lease_s=300.0, max_attempts=3,
+                                     worker_id=dead.heartbeat.worker_id)
         assert len(claimed) == 4
         # The claimer goes silent (as after a SIGKILL); the survivor has been beating for a while.
         await dead.pool.execute("UPDATE workers SET heartbeat_at = now() - make_interval(secs => $2) WHERE id = $1",
@@ -377,6 +379,6 @@ async def test_items_of_a_worker_that_stopped_beating_go_back_before_their_lease
         alive.heartbeat._beating_since_s = 0.0
         await alive.heartbeat.beat()
         assert await reclaim_from_the_dead(alive.heartbeat) == {created["id"]: 4}
-        await importer.transfer_import(alive, created["id"])
+        await transfer.transfer_import(alive, created["id"])
         row = await alive.pool.fetchrow("SELECT * FROM imports WHERE id = $1", created["id"])
     assert (row["status"], row["imported_count"]) == ("completed", 6)

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 
 from drive_helpers import fast_client, read_all
 from fotoowl import embedded
-from fotoowl.drive import DriveError
+from fotoowl.sources.google_drive.errors import DriveError
 from test_cli import link, run_cli
 
 # --- SeaweedFS ports ------------------------------------------------------------------------------

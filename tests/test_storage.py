@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from fotoowl.config import Settings
-from fotoowl.storage import ChecksumMismatch, FileStorage, ObjectNotFound, S3Storage, Storage, part_size_for
+from fotoowl.config import AppSettings
+from fotoowl.file_storage import FileStorage
+from fotoowl.storage import ChecksumMismatch, ObjectNotFound, S3Storage, Storage, part_size_for
 
 MiB = 1024 * 1024
 
@@ -90,7 +91,7 @@ async def test_file_storage_refuses_keys_outside_its_root(tmp_path: Path) -> Non
         await files.put_bytes("../outside.jpg", b"x", content_type="image/jpeg")
 
 
-def test_part_size_stays_under_ten_thousand_parts(settings: Settings) -> None:
+def test_part_size_stays_under_ten_thousand_parts(settings: AppSettings) -> None:
     assert part_size_for(None, 8 * MiB) == 8 * MiB
     size = 200 * 1024 * MiB  # 200 GiB
     part = part_size_for(size, 8 * MiB)

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from conftest import RunningEmulator, wait_for_import
-from fotoowl.config import Secret, Settings
+from fotoowl.config import AppSettings, Secret
 from fotoowl.web.app import create_app
 from fotoowl.web.security import CSRF_COOKIE
 from test_pages import Elements, folder_link
@@ -62,12 +62,12 @@ async def assert_error(resp: Any, status: int | None = None, code: str | None = 
 
 
 @pytest.fixture
-async def idle_client(app_settings: Settings, aiohttp_client: Any) -> Any:
+async def idle_client(app_settings: AppSettings, aiohttp_client: Any) -> Any:
     return await aiohttp_client(create_app(app_settings, run_worker=False))
 
 
 @pytest.fixture
-async def locked_client(app_settings: Settings, aiohttp_client: Any) -> AsyncIterator[Any]:
+async def locked_client(app_settings: AppSettings, aiohttp_client: Any) -> AsyncIterator[Any]:
     yield await aiohttp_client(create_app(app_settings.replace(api_token=Secret(API_TOKEN)), run_worker=False))
 
 
@@ -139,7 +139,7 @@ async def unlock(client: Any) -> None:
 
 
 @pytest.mark.parametrize("with_token", [True, False])
-async def test_next_never_redirects_off_site(app_settings: Settings, aiohttp_client: Any, with_token: bool) -> None:
+async def test_next_never_redirects_off_site(app_settings: AppSettings, aiohttp_client: Any, with_token: bool) -> None:
     settings = app_settings.replace(api_token=Secret(API_TOKEN)) if with_token else app_settings
     client = await aiohttp_client(create_app(settings, run_worker=False))
     if with_token:
@@ -264,7 +264,7 @@ async def test_a_forged_cookie_and_field_pair_is_refused(idle_client: Any) -> No
     assert (await (await client.get("/imports")).json())["imports"] == []
 
 
-async def test_the_form_token_is_the_signed_cookie(app_settings: Settings, idle_client: Any) -> None:
+async def test_the_form_token_is_the_signed_cookie(app_settings: AppSettings, idle_client: Any) -> None:
     token = form_token(await (await idle_client.get("/")).text())
     cookie = csrf_cookie(idle_client)
     assert token != cookie
@@ -275,7 +275,7 @@ async def test_the_form_token_is_the_signed_cookie(app_settings: Settings, idle_
                                                hashlib.sha256).hexdigest())
 
 
-async def test_the_secret_key_is_kept_private_and_survives_a_restart(app_settings: Settings,
+async def test_the_secret_key_is_kept_private_and_survives_a_restart(app_settings: AppSettings,
                                                                       aiohttp_client: Any) -> None:
     first = await aiohttp_client(create_app(app_settings, run_worker=False))
     token = form_token(await (await first.get("/")).text())
@@ -293,7 +293,7 @@ async def test_the_secret_key_is_kept_private_and_survives_a_restart(app_setting
 
 
 async def test_replicas_sharing_the_secret_key_accept_each_others_forms(
-        app_settings: Settings, aiohttp_client: Any, tmp_path: Any) -> None:
+        app_settings: AppSettings, aiohttp_client: Any, tmp_path: Any) -> None:
     shared = app_settings.replace(secret_key=Secret("shared-secret-of-the-replicas"))
     one = await aiohttp_client(create_app(shared.replace(data_dir=tmp_path / "one"), run_worker=False))
     other = await aiohttp_client(create_app(shared.replace(data_dir=tmp_path / "other"), run_worker=False))
@@ -503,7 +503,7 @@ async def test_405_answers_say_what_is_allowed(idle_client: Any, method: str, pa
 
 # --- 5. a client leaving mid-download is not an error ---------------------------------------------------
 
-async def test_a_client_leaving_mid_download_is_not_an_error(client: Any, app_settings: Settings,
+async def test_a_client_leaving_mid_download_is_not_an_error(client: Any, app_settings: AppSettings,
                                                              drive: RunningEmulator,
                                                              caplog: pytest.LogCaptureFixture) -> None:
     root = drive.emu.add_folder(None, "Big")

@@ -15,9 +15,10 @@ import asyncpg
 import pytest
 
 from conftest import TEST_API_KEY, RunningEmulator
-from fotoowl import importer
-from fotoowl.config import Settings
-from fotoowl.drive import FolderRef
+from fotoowl import statuses
+from fotoowl.config import AppSettings
+from fotoowl.pipeline import control
+from fotoowl.sources.google_drive.links import FolderRef
 from fotoowl.storage import Storage
 from fotoowl.testing.drive_emulator import Fault
 from fotoowl.worker import create_arq_pool
@@ -26,7 +27,7 @@ MiB = 1024 * 1024
 pytestmark = pytest.mark.slow
 
 
-def worker_env(settings: Settings, api_url: str) -> dict[str, str]:
+def worker_env(settings: AppSettings, api_url: str) -> dict[str, str]:
     return {
         **os.environ,
         "FOTOOWL_DATABASE_URL": settings.database_url,
@@ -74,7 +75,7 @@ def spawn_worker(tmp_path: Path) -> Iterator[object]:
 
 
 async def test_two_workers_share_an_import_and_survive_a_sigkill(
-        settings: Settings, drive: RunningEmulator, storage: Storage, spawn_worker: object) -> None:
+        settings: AppSettings, drive: RunningEmulator, storage: Storage, spawn_worker: object) -> None:
     emu = drive.emu
     emu.latency_s = 0.02
     root = emu.add_folder(None, "Event")
@@ -92,7 +93,7 @@ async def test_two_workers_share_an_import_and_survive_a_sigkill(
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
     redis = await create_arq_pool(settings)
     try:
-        row = await importer.create_import(pool, redis, FolderRef(root), f"https://drive.google.com/drive/folders/{root}")
+        row = await control.create_import(pool, redis, FolderRef(root), f"https://drive.google.com/drive/folders/{root}")
         import_id = row["id"]
         # Kill worker A while it holds claimed items, ideally with a multipart upload open.
         for _ in range(600):
@@ -108,7 +109,7 @@ async def test_two_workers_share_an_import_and_survive_a_sigkill(
 
         for _ in range(1200):
             status = await pool.fetchval("SELECT status FROM imports WHERE id = $1", import_id)
-            if status not in importer.ACTIVE:
+            if status not in statuses.ACTIVE:
                 break
             await asyncio.sleep(0.1)
         final = await pool.fetchrow("SELECT * FROM imports WHERE id = $1", import_id)
@@ -136,7 +137,7 @@ async def test_two_workers_share_an_import_and_survive_a_sigkill(
 
 
 
-async def test_sigterm_hands_claimed_items_back(settings: Settings, drive: RunningEmulator,
+async def test_sigterm_hands_claimed_items_back(settings: AppSettings, drive: RunningEmulator,
                                                 spawn_worker: object) -> None:
     emu = drive.emu
     root = emu.add_folder(None, "Slow")
@@ -148,7 +149,7 @@ async def test_sigterm_hands_claimed_items_back(settings: Settings, drive: Runni
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
     redis = await create_arq_pool(settings)
     try:
-        row = await importer.create_import(pool, redis, FolderRef(root), root)
+        row = await control.create_import(pool, redis, FolderRef(root), root)
         for _ in range(600):
             claimed = await pool.fetchval(
                 "SELECT count(*) FROM import_items WHERE import_id = $1 AND status = 'in_progress'", row["id"])

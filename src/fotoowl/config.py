@@ -45,7 +45,7 @@ class Secret:
 
 
 @dataclass(frozen=True)
-class Settings:
+class AppSettings:
     # Empty URLs mean "not configured": `fotoowl dev` then starts embedded servers.
     database_url: str = ""
     redis_url: str = ""
@@ -99,7 +99,7 @@ class Settings:
     log_level: str = "INFO"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> AppSettings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
@@ -118,7 +118,7 @@ class Settings:
         settings.validate()
         return settings
 
-    def replace(self, **changes: Any) -> Settings:
+    def replace(self, **changes: Any) -> AppSettings:
         settings = dataclasses.replace(self, **changes)
         settings.validate()
         return settings

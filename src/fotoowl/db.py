@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import asyncpg
 
-from fotoowl.config import Settings
+from fotoowl import resources
+from fotoowl.config import AppSettings
 
 log = logging.getLogger("fotoowl.db")
 
@@ -19,12 +21,8 @@ _MIGRATION_NAME = re.compile(r"^(\d{3,})_[a-z0-9_]+\.sql$")
 
 
 def sql_dir() -> Path:
-    """`sql/` at the top of the source tree, or the copy installed beside the package."""
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[2] / "sql", here.parent / "sql"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("the sql/ migrations folder is missing")
+    """The migrations: `fotoowl/sql/` in an installed wheel, `sql/` of the checkout in development."""
+    return resources.folder("sql")
 
 
 @dataclass(frozen=True)
@@ -34,20 +32,20 @@ class Migration:
     sql: str
 
 
-def load_migrations(folder: Path | None = None) -> list[Migration]:
+def load_migrations(folder: Traversable | None = None) -> list[Migration]:
     folder = folder or sql_dir()
     migrations = []
-    for path in sorted(folder.iterdir()):
+    for path in sorted(folder.iterdir(), key=lambda entry: entry.name):
         match = _MIGRATION_NAME.match(path.name)
         if match:
-            migrations.append(Migration(int(match.group(1)), path.name, path.read_text()))
+            migrations.append(Migration(int(match.group(1)), path.name, path.read_text(encoding="utf-8")))
     versions = [m.version for m in migrations]
     if len(set(versions)) != len(versions):
         raise ValueError(f"two migrations share a number in {folder}")
     return migrations
 
 
-async def migrate(conn: asyncpg.Connection, folder: Path | None = None) -> list[str]:
+async def migrate(conn: asyncpg.Connection, folder: Traversable | None = None) -> list[str]:
     """Apply pending migrations in order, each in its own transaction; returns their names.
 
     A session advisory lock serialises concurrent callers (several workers starting at once):
@@ -88,7 +86,7 @@ async def migrate_url(database_url: str) -> list[str]:
         await conn.close()
 
 
-async def create_pool(settings: Settings, *, min_size: int = 1) -> asyncpg.Pool:
+async def create_pool(settings: AppSettings, *, min_size: int = 1) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         settings.database_url,
         min_size=min_size,

@@ -12,7 +12,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from fotoowl.config import Settings
+from fotoowl.config import AppSettings
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -44,7 +44,7 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def setup_logging(settings: Settings) -> None:
+def setup_logging(settings: AppSettings) -> None:
     use_json = settings.log_format == "json" or (settings.log_format == "auto" and not sys.stderr.isatty())
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if use_json else

@@ -3,30 +3,24 @@
 Both take the body as an async stream of chunks and never hold more than one part of it.
 The MD5 is computed while streaming and checked against the source's before anything becomes
 visible: a mismatch leaves no object behind (the multipart upload is aborted, the temp file removed).
+
+This module holds the Storage interface, its helpers and S3Storage; the local folder is
+fotoowl.file_storage.FileStorage, and fotoowl.storage_backends opens the one the settings name.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import math
-import os
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import aiofiles
-import aiofiles.os
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
-
-from fotoowl.config import Settings
 
 MIN_PART_SIZE_BYTES = 5 * 1024 * 1024
 MAX_PARTS = 10_000
@@ -126,6 +120,10 @@ class Storage(ABC):
     async def ping(self) -> None: ...
 
     @abstractmethod
+    async def probe_write(self, key: str) -> None:
+        """Write a tiny object once, without retries: does storage take writes right now?"""
+
+    @abstractmethod
     def location(self, key: str) -> str: ...
 
     async def read_bytes(self, key: str) -> bytes:
@@ -133,10 +131,13 @@ class Storage(ABC):
 
 
 class S3Storage(Storage):
-    def __init__(self, client: Any, *, bucket: str, part_size_bytes: int = 8 * 1024 * 1024) -> None:
+    def __init__(self, client: Any, *, bucket: str, part_size_bytes: int = 8 * 1024 * 1024,
+                 probe_client: Any = None) -> None:
         self.client = client
         self.bucket = bucket
         self.part_size_bytes = part_size_bytes
+        # Without retries, so a probe tells the state of storage now, not after botocore's backoff.
+        self.probe_client = probe_client or client
 
     def location(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
@@ -265,103 +266,10 @@ class S3Storage(Storage):
     async def ping(self) -> None:
         await self.client.head_bucket(Bucket=self.bucket)
 
-
-class FileStorage(Storage):
-    """A local folder; objects are written under a temporary name and renamed into place."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root.absolute()
-
-    def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        # Keys come from ids, but a storage layer must not trust that.
-        if not path.is_relative_to(self.root.resolve()):
-            raise ValueError(f"object key escapes the storage root: {key!r}")
-        return path
-
-    def location(self, key: str) -> str:
-        return self._path(key).as_uri()
-
-    async def upload(
-        self,
-        key: str,
-        chunks: AsyncIterable[bytes],
-        *,
-        content_type: str,
-        expected_md5: str | None = None,
-        size_hint_bytes: int | None = None,
-        on_multipart_start: OnMultipartStart | None = None,
-    ) -> StoredObject:
-        path = self._path(key)
-        await aiofiles.os.makedirs(path.parent, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
-        md5 = hashlib.md5()
-        size = 0
-        try:
-            async with aiofiles.open(tmp, "wb") as out:
-                async for chunk in chunks:
-                    md5.update(chunk)
-                    size += len(chunk)
-                    await out.write(chunk)
-                await out.flush()
-                await asyncio.to_thread(os.fsync, out.fileno())
-            _check(expected_md5, md5.hexdigest())
-            await aiofiles.os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                await asyncio.shield(aiofiles.os.remove(tmp))
-            raise
-        return StoredObject(key, size, md5.hexdigest(), self.location(key), multipart=False)
-
-    async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> StoredObject:
-        async def one() -> AsyncIterator[bytes]:
-            yield data
-
-        return await self.upload(key, one(), content_type=content_type)
-
-    async def stream(self, key: str, *, chunk_size_bytes: int = 256 * 1024) -> AsyncIterator[bytes]:
-        try:
-            handle = await aiofiles.open(self._path(key), "rb")
-        except FileNotFoundError:
-            raise ObjectNotFound(key) from None
-        try:
-            while chunk := await handle.read(chunk_size_bytes):
-                yield chunk
-        finally:
-            await handle.close()
-
-    async def size(self, key: str) -> int:
-        try:
-            return (await aiofiles.os.stat(self._path(key))).st_size
-        except FileNotFoundError:
-            raise ObjectNotFound(key) from None
-
-    async def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            await aiofiles.os.remove(self._path(key))
-
-    async def abort_upload(self, key: str, upload_id: str) -> None:
-        return None
-
-    async def open_uploads(self, prefix: str = "") -> list[OpenUpload]:
-        return []
-
-    async def presigned_url(self, key: str, *, expires_s: int, content_type: str,
-                            disposition: str) -> str | None:
-        return None
-
-    async def list_keys(self, prefix: str = "") -> AsyncIterator[str]:
-        root = self.root.resolve()
-        paths = await asyncio.to_thread(lambda: sorted(p for p in root.rglob("*") if p.is_file()))
-        for path in paths:
-            key = path.relative_to(root).as_posix()
-            if key.startswith(prefix) and not path.name.endswith(".part"):
-                yield key
-
-    async def ping(self) -> None:
-        await aiofiles.os.makedirs(self.root, exist_ok=True)
-        if not await aiofiles.os.access(self.root, os.W_OK):
-            raise PermissionError(f"storage root {self.root} is not writable")
+    async def probe_write(self, key: str) -> None:
+        data = b"ok"
+        await self.probe_client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType="text/plain",
+                                           ContentMD5=base64.b64encode(hashlib.md5(data).digest()).decode())
 
 
 # hashlib releases the GIL on large buffers: hashing them in a thread keeps the event loop
@@ -391,7 +299,7 @@ def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def s3_config(max_connections: int) -> AioConfig:
+def s3_config(max_connections: int, *, max_attempts: int = 5, read_timeout_s: int = 120) -> AioConfig:
     return AioConfig(
         signature_version="s3v4",
         # Content-MD5 already guards every body; without this botocore also SHA-256-hashes each body
@@ -401,44 +309,7 @@ def s3_config(max_connections: int) -> AioConfig:
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         max_pool_connections=max_connections,
-        retries={"max_attempts": 5, "mode": "standard"},
+        retries={"max_attempts": max_attempts, "mode": "standard"},
         connect_timeout=10,
-        read_timeout=120,
+        read_timeout=read_timeout_s,
     )
-
-
-@contextlib.asynccontextmanager
-async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
-    """The storage backend the settings name, with its client opened for the whole process."""
-    if settings.storage == "file":
-        storage = FileStorage(settings.file_root)
-        await aiofiles.os.makedirs(storage.root, exist_ok=True)
-        yield storage
-        return
-    session = get_session()
-    async with session.create_client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url or None,
-        region_name=settings.s3_region,
-        aws_access_key_id=settings.aws_access_key_id or None,
-        aws_secret_access_key=settings.aws_secret_access_key.get() or None,
-        config=s3_config(settings.files_in_flight * 2 + 8),
-    ) as client:
-        yield S3Storage(client, bucket=settings.s3_bucket, part_size_bytes=settings.part_size_bytes)
-
-
-async def ensure_bucket(settings: Settings) -> None:
-    """Create the bucket when it is missing (embedded and test servers start empty)."""
-    if settings.storage != "s3":
-        return
-    async with open_storage(settings) as storage:
-        assert isinstance(storage, S3Storage)
-        try:
-            await storage.client.head_bucket(Bucket=settings.s3_bucket)
-        except ClientError:
-            try:
-                await storage.client.create_bucket(Bucket=settings.s3_bucket)
-            except ClientError as exc:
-                # Another process (or a server still starting up) got there first.
-                if _error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                    raise

@@ -25,14 +25,17 @@ from arq.worker import get_kwargs
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
 
-from fotoowl import importer
-from fotoowl.config import Settings as AppSettings
+from fotoowl.config import AppSettings
 from fotoowl.db import create_pool as create_db_pool
-from fotoowl.drive import DriveClient, DriveError
 from fotoowl.liveness import beating
 from fotoowl.pacer import RedisPacer
+from fotoowl.pipeline import control, listing, sweeper, transfer
+from fotoowl.pipeline.deps import Deps
 from fotoowl.resilience import LONGEST_WAIT_S, is_db_outage, is_redis_outage, wait_for_database
-from fotoowl.storage import Storage, open_storage
+from fotoowl.sources.google_drive.client import DriveClient
+from fotoowl.sources.google_drive.errors import DriveError
+from fotoowl.storage import Storage
+from fotoowl.storage_backends import open_storage
 from fotoowl.worker_http import serving
 
 log = logging.getLogger("fotoowl.worker")
@@ -98,13 +101,13 @@ def drive_client(settings: AppSettings, session: aiohttp.ClientSession, redis: A
 
 
 def make_deps(settings: AppSettings, pool: asyncpg.Pool, redis: ArqRedis, storage: Storage,
-              session: aiohttp.ClientSession) -> importer.Deps:
-    return importer.Deps(settings=settings, pool=pool, redis=redis, storage=storage,
+              session: aiohttp.ClientSession) -> Deps:
+    return Deps(settings=settings, pool=pool, redis=redis, storage=storage,
                          drive=drive_client(settings, session, redis))
 
 
 @contextlib.asynccontextmanager
-async def open_deps(settings: AppSettings) -> AsyncIterator[importer.Deps]:
+async def open_deps(settings: AppSettings) -> AsyncIterator[Deps]:
     """Everything a worker process owns, opened once at start-up and closed at shutdown."""
     async with contextlib.AsyncExitStack() as stack:
         pool = await create_db_pool(settings)
@@ -119,8 +122,8 @@ async def open_deps(settings: AppSettings) -> AsyncIterator[importer.Deps]:
         yield deps
 
 
-def _deps(ctx: dict[str, Any]) -> importer.Deps:
-    deps: importer.Deps = ctx[DEPS]
+def _deps(ctx: dict[str, Any]) -> Deps:
+    deps: Deps = ctx[DEPS]
     return deps
 
 
@@ -136,7 +139,7 @@ async def list_import(ctx: dict[str, Any], import_id: int) -> None:
     deps = _deps(ctx)
     extra = {"import_id": import_id}
     try:
-        await importer.list_import(deps, import_id)
+        await listing.list_import(deps, import_id)
         return
     except Exception as exc:
         error = exc
@@ -146,7 +149,7 @@ async def list_import(ctx: dict[str, Any], import_id: int) -> None:
         await wait_for_database(deps.pool)
         raise Retry(defer=1.0) from error
     if isinstance(error, DriveError) and not error.transient:
-        await importer.fail_import(deps.pool, import_id, error.reason or "drive_error", str(error))
+        await control.fail_import(deps.pool, import_id, error.reason or "drive_error", str(error))
         return
     if isinstance(error, DriveError):
         code, message = error.reason or f"http_{error.status}", str(error)
@@ -154,21 +157,21 @@ async def list_import(ctx: dict[str, Any], import_id: int) -> None:
     else:
         code, message = "internal_error", f"unexpected error: {type(error).__name__}: {error}"
         log.error("listing failed unexpectedly", exc_info=error, extra=extra)
-    failures = await importer.record_list_failure(deps.pool, import_id, code, message)
+    failures = await listing.record_list_failure(deps.pool, import_id, code, message)
     if failures >= deps.settings.max_list_attempts:
-        await importer.fail_import(
-            deps.pool, import_id, importer.LISTING_FAILED,
+        await control.fail_import(
+            deps.pool, import_id, listing.LISTING_FAILED,
             f"Listing the folder failed {failures} times; the last error: {message} ({code})")
         return
     raise Retry(defer=_retry_delay_s(ctx)) from error
 
 
 async def transfer_import(ctx: dict[str, Any], import_id: int) -> int:
-    return await importer.transfer_import(_deps(ctx), import_id)
+    return await transfer.transfer_import(_deps(ctx), import_id)
 
 
 async def sweep(ctx: dict[str, Any]) -> None:
-    await importer.sweep(_deps(ctx))
+    await sweeper.sweep(_deps(ctx))
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -314,7 +317,7 @@ async def _run_worker_forever() -> None:
         delay_s = min(LONGEST_WAIT_S, delay_s * 2)
 
 
-def embedded_worker(deps: importer.Deps, settings: AppSettings, redis: ArqRedis) -> Worker:
+def embedded_worker(deps: Deps, settings: AppSettings, redis: ArqRedis) -> Worker:
     """The same worker as the CLI's, built to run inside an event loop we own."""
     return ResilientWorker(
         functions=FUNCTIONS,

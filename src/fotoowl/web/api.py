@@ -5,23 +5,36 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import AsyncGenerator
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
-from fotoowl import importer
-from fotoowl.drive import InvalidFolderLink, parse_folder_link
+from fotoowl.models import (
+    MAX_URL_CHARS,
+    CancelAccepted,
+    Failure,
+    FailureList,
+    Image,
+    ImageList,
+    Import,
+    ImportAccepted,
+    ImportList,
+    ImportRequest,
+    RetryAccepted,
+)
+from fotoowl.pipeline import control
+from fotoowl.sources.google_drive.links import InvalidFolderLink, parse_folder_link
 from fotoowl.storage import ObjectNotFound
-from fotoowl.web.app import ARQ, DB, SETTINGS, STORAGE
 from fotoowl.web.errors import ApiError
+from fotoowl.web.keys import ARQ, DB, SETTINGS, STORAGE
 from fotoowl.web.params import (
     INT64_MAX,
     decode_cursor,
     encode_cursor,
     int_param,
     json_object,
+    parse_body,
     path_id,
     storable,
     text_param,
@@ -29,7 +42,6 @@ from fotoowl.web.params import (
 
 log = logging.getLogger("fotoowl.web")
 
-MAX_URL_CHARS = 2000
 MAX_PAGE = 500
 MAX_QUERY_CHARS = 200
 # Raster types every browser renders without running anything; the rest is served as a download.
@@ -48,29 +60,14 @@ def require_token(request: web.Request) -> None:
         raise ApiError(401, "unauthorized", "This endpoint needs 'Authorization: Bearer <FOTOOWL_API_TOKEN>'.")
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
-
-
 # --- imports ------------------------------------------------------------------------------------
 
 async def start_import(request: web.Request) -> web.Response:
     require_token(request)
-    body = await json_object(request)
-    folder_url = body.get("folder_url")
-    recursive = body.get("recursive", True)
-    if folder_url is None:
-        raise ApiError(422, "missing_field", "'folder_url' is required.")
-    if not isinstance(folder_url, str):
-        raise ApiError(422, "invalid_field", "'folder_url' must be a string.")
-    if not isinstance(recursive, bool):
-        raise ApiError(422, "invalid_field", "'recursive' must be true or false.")
-    row = await submit_import(request, folder_url, recursive)
-    return web.json_response(
-        {"import_id": row["id"], "status": row["status"], "status_url": f"/imports/{row['id']}"},
-        status=202,
-        headers={"Location": f"/imports/{row['id']}"},
-    )
+    body = parse_body(ImportRequest, await json_object(request))
+    row = await submit_import(request, body.folder_url, body.recursive)
+    accepted = ImportAccepted(import_id=row["id"], status=row["status"], status_url=f"/imports/{row['id']}")
+    return web.json_response(accepted.body(), status=202, headers={"Location": accepted.status_url})
 
 
 async def submit_import(request: web.Request, folder_url: str, recursive: bool) -> asyncpg.Record:
@@ -83,46 +80,12 @@ async def submit_import(request: web.Request, folder_url: str, recursive: bool) 
         ref = parse_folder_link(folder_url)
     except InvalidFolderLink as exc:
         raise ApiError(422, "invalid_folder_url", str(exc)) from None
-    row = await importer.create_import(request.app[DB], request.app[ARQ], ref, folder_url.strip(),
+    row = await control.create_import(request.app[DB], request.app[ARQ], ref, folder_url.strip(),
                                        recursive=recursive)
     log.info("import queued", extra={"import_id": row["id"], "folder_id": ref.folder_id})
     return row
 
 
-def import_json(row: asyncpg.Record) -> dict[str, Any]:
-    found, imported, skipped, failed = (row["found_count"], row["imported_count"], row["skipped_count"],
-                                        row["failed_count"])
-    pending = max(0, found - imported - skipped - failed)
-    rate_files_per_s = rate_bytes_per_s = eta_s = None
-    started: datetime | None = row["started_at"]
-    if started is not None and imported:
-        end = row["finished_at"] or datetime.now(UTC)
-        elapsed_s = max((end - started).total_seconds(), 0.001)
-        rate_files_per_s = round(imported / elapsed_s, 2)
-        rate_bytes_per_s = round(row["bytes_imported"] / elapsed_s)
-        if row["status"] in importer.ACTIVE and pending:
-            eta_s = round(pending / rate_files_per_s, 1)
-    error = ({"code": row["error_code"], "message": row["error_message"]} if row["error_code"] else None)
-    return {
-        "id": row["id"],
-        "source": row["source"],
-        "folder_id": row["folder_id"],
-        "folder_url": row["folder_url"],
-        "folder_name": row["folder_name"],
-        "recursive": row["recursive"],
-        "status": row["status"],
-        "counts": {"found": found, "imported": imported, "skipped": skipped, "failed": failed,
-                   "pending": pending},
-        "bytes": {"found": row["bytes_found"], "imported": row["bytes_imported"]},
-        "rate": {"files_per_s": rate_files_per_s, "bytes_per_s": rate_bytes_per_s},
-        "eta_s": eta_s,
-        "error": error,
-        "created_at": _iso(row["created_at"]),
-        "started_at": _iso(row["started_at"]),
-        "finished_at": _iso(row["finished_at"]),
-        "urls": {"self": f"/imports/{row['id']}", "failures": f"/imports/{row['id']}/failures",
-                 "images": f"/images?import_id={row['id']}", "page": f"/ui/imports/{row['id']}"},
-    }
 
 
 async def fetch_import(request: web.Request, import_id: int) -> asyncpg.Record:
@@ -133,7 +96,7 @@ async def fetch_import(request: web.Request, import_id: int) -> asyncpg.Record:
 
 
 async def get_import(request: web.Request) -> web.Response:
-    return web.json_response(import_json(await fetch_import(request, path_id(request))))
+    return web.json_response(Import.from_row(await fetch_import(request, path_id(request))).body())
 
 
 async def list_imports(request: web.Request) -> web.Response:
@@ -143,7 +106,7 @@ async def list_imports(request: web.Request) -> web.Response:
     rows = await request.app[DB].fetch(
         "SELECT * FROM imports WHERE id < $1 ORDER BY id DESC LIMIT $2", before, limit)
     next_cursor = encode_cursor(rows[-1]["id"]) if rows and len(rows) == limit else None
-    return web.json_response({"imports": [import_json(r) for r in rows], "next_cursor": next_cursor})
+    return web.json_response(ImportList(imports=[Import.from_row(r) for r in rows], next_cursor=next_cursor).body())
 
 
 async def list_failures(request: web.Request) -> web.Response:
@@ -159,13 +122,9 @@ async def list_failures(request: web.Request) -> web.Response:
            ORDER BY id LIMIT $3""",
         import_id, after, limit,
     )
-    failures = [{
-        "file_id": r["file_id"], "name": r["name"], "folder_path": r["folder_path"],
-        "mime_type": r["mime_type"], "size": r["size_bytes"], "attempts": r["attempts"],
-        "error": {"code": r["error_code"], "message": r["error_message"]}, "failed_at": _iso(r["updated_at"]),
-    } for r in rows]
     next_cursor = encode_cursor(rows[-1]["id"]) if rows and len(rows) == limit else None
-    return web.json_response({"failures": failures, "next_cursor": next_cursor})
+    page = FailureList(failures=[Failure.from_row(r) for r in rows], next_cursor=next_cursor)
+    return web.json_response(page.body())
 
 
 async def retry_import(request: web.Request) -> web.Response:
@@ -173,12 +132,12 @@ async def retry_import(request: web.Request) -> web.Response:
     # No body needed, but the JSON type all the same: an HTML form cannot send it cross-site.
     await json_object(request, optional=True)
     import_id = path_id(request)
-    count = await importer.retry_failed(request.app[DB], request.app[ARQ], import_id,
+    count = await control.retry_failed(request.app[DB], request.app[ARQ], import_id,
                                         request.app[SETTINGS])
     if count is None:
         raise ApiError(404, "not_found", f"There is no import {import_id}.")
     row = await fetch_import(request, import_id)
-    return web.json_response({"import_id": import_id, "requeued": count, "status": row["status"]},
+    return web.json_response(RetryAccepted(import_id=import_id, requeued=count, status=row["status"]).body(),
                              status=202)
 
 
@@ -186,38 +145,16 @@ async def cancel_import(request: web.Request) -> web.Response:
     require_token(request)
     await json_object(request, optional=True)
     import_id = path_id(request)
-    status, stopped = await importer.cancel_import(request.app[DB], import_id)
+    status, stopped = await control.cancel_import(request.app[DB], import_id)
     if status is None:
         raise ApiError(404, "not_found", f"There is no import {import_id}.")
     if not stopped:
         raise ApiError(409, "already_finished", f"Import {import_id} has already finished ({status}).")
-    return web.json_response({"import_id": import_id, "status": status}, status=202)
+    return web.json_response(CancelAccepted(import_id=import_id, status="cancelled").body(), status=202)
 
 
 # --- images -------------------------------------------------------------------------------------
 
-def image_json(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "google_drive_id": row["google_drive_id"],
-        "size": row["size"],
-        "mime_type": row["mime_type"],
-        "storage_path": row["storage_path"],
-        "source": row["source"],
-        "md5": row["md5"],
-        "width": row["width"],
-        "height": row["height"],
-        "taken_time": row["taken_time"],
-        "camera": {"make": row["camera_make"], "model": row["camera_model"]},
-        "folder_path": row["folder_path"],
-        "import_id": row["import_id"],
-        "imported_at": _iso(row["imported_at"]),
-        "drive_created_at": _iso(row["drive_created_at"]),
-        "drive_modified_at": _iso(row["drive_modified_at"]),
-        "url": f"/images/{row['id']}/content",
-        "thumbnail_url": f"/images/{row['id']}/thumbnail" if row["thumbnail_key"] else None,
-    }
 
 
 async def query_images(
@@ -259,7 +196,7 @@ async def list_images(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 100, hi=MAX_PAGE)
     assert limit is not None
     rows, next_cursor = await query_images(request, limit)
-    return web.json_response({"images": [image_json(r) for r in rows], "next_cursor": next_cursor})
+    return web.json_response(ImageList(images=[Image.from_row(r) for r in rows], next_cursor=next_cursor).body())
 
 
 async def fetch_image(request: web.Request) -> asyncpg.Record:
@@ -271,7 +208,7 @@ async def fetch_image(request: web.Request) -> asyncpg.Record:
 
 
 async def get_image(request: web.Request) -> web.Response:
-    return web.json_response(image_json(await fetch_image(request)))
+    return web.json_response(Image.from_row(await fetch_image(request)).body())
 
 
 async def image_content(request: web.Request) -> web.StreamResponse:

@@ -9,40 +9,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 
-import asyncpg
-import jinja2
 from aiohttp import web
-from arq import ArqRedis
 
 from fotoowl import worker as worker_mod
-from fotoowl.config import Settings
+from fotoowl.config import AppSettings
 from fotoowl.db import create_pool, migrate
-from fotoowl.storage import Storage, open_storage
+from fotoowl.storage_backends import open_storage
+from fotoowl.web import api, error_pages, openapi, ops, security, templating, views
+from fotoowl.web.keys import ARQ, DB, SETTINGS, STORAGE, TEMPLATES, WORKER
 
 log = logging.getLogger("fotoowl.web")
 
-SETTINGS = web.AppKey("settings", Settings)
-DB = web.AppKey("db", asyncpg.Pool)
-ARQ = web.AppKey("arq", ArqRedis)
-STORAGE = web.AppKey("storage", Storage)
-WORKER = web.AppKey("worker", worker_mod.EmbeddedWorker)
-TEMPLATES = web.AppKey("templates", jinja2.Environment)
-DEMO_FOLDER_URL = web.AppKey("demo_folder_url", str)
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def templates_dir() -> Path:
-    for candidate in (ROOT / "templates", Path(__file__).resolve().parent / "templates"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("the templates/ folder is missing")
-
-
-def static_dir() -> Path:
-    return ROOT / "static"
 
 
 async def _db_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -79,11 +57,9 @@ async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(pool.stop)
 
 
-def create_app(settings: Settings, *, run_worker: bool | None = None) -> web.Application:
-    from fotoowl.web import api, errors, openapi, ops, security, templating, views
-
+def create_app(settings: AppSettings, *, run_worker: bool | None = None) -> web.Application:
     # Errors outermost, so a refused cross-site write gets the usual error shape too.
-    app = web.Application(middlewares=[errors.error_middleware, security.cross_site_middleware],
+    app = web.Application(middlewares=[error_pages.error_middleware, security.cross_site_middleware],
                           client_max_size=64 * 1024)
     app[SETTINGS] = settings
     app[TEMPLATES] = templating.make_templates()

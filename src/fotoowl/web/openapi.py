@@ -1,8 +1,8 @@
 """The OpenAPI 3.1 description of the JSON API, served at GET /openapi.json.
 
-Written by hand next to api.py rather than generated from it: the handlers read raw query strings and
-build plain dicts, so there is nothing to introspect. Schemas are strict (every field required, no
-others allowed) so the tests that validate real answers against them catch any drift from api.py.
+The schemas are generated from the pydantic models the handlers answer with (fotoowl.models); the
+paths, parameters and error answers are a small table kept here. Schemas are strict (every field
+required, no others allowed), so the tests that validate real answers against them catch any drift.
 """
 
 from __future__ import annotations
@@ -14,16 +14,18 @@ from importlib import metadata
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from fotoowl.web.api import MAX_PAGE, MAX_QUERY_CHARS, MAX_URL_CHARS
-from fotoowl.web.app import SETTINGS
+from fotoowl.models import SCHEMA_MODELS, ImportRequest
+from fotoowl.web.api import MAX_PAGE, MAX_QUERY_CHARS
+from fotoowl.web.keys import SETTINGS
 from fotoowl.web.openapi_examples import FAILURE_EXAMPLE, IMAGE_EXAMPLE, IMPORT_EXAMPLE
 from fotoowl.web.params import INT64_MAX
 from fotoowl.web.security import CROSS_SITE_MESSAGE
 
 Schema = dict[str, Any]
 
-IMPORT_STATUSES = ("queued", "listing", "running", "completed", "completed_with_errors", "failed", "cancelled")
 JSON = "application/json"
 
 
@@ -31,118 +33,27 @@ def _ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _obj(properties: dict[str, Schema], description: str | None = None) -> Schema:
-    schema: Schema = {"type": "object", "properties": properties, "required": list(properties),
-                      "additionalProperties": False}
-    if description:
-        schema["description"] = description
-    return schema
-
-
-def _nullable(schema: Schema) -> Schema:
-    return {"oneOf": [schema, {"type": "null"}]}
-
-
 STRING: Schema = {"type": "string"}
-OPT_STRING: Schema = {"type": ["string", "null"]}
-COUNT: Schema = {"type": "integer", "minimum": 0}
-ID: Schema = {"type": "integer", "minimum": 1}
 # What a URL may name: PostgreSQL's bigint.
 ID_PARAM: Schema = {"type": "integer", "minimum": 1, "maximum": INT64_MAX}
-TIME: Schema = {"type": "string", "format": "date-time"}
-OPT_TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
-CURSOR: Schema = {"type": ["string", "null"],
-                  "description": "Pass as `cursor` to get the next page; null on the last page."}
+
 
 def schemas() -> dict[str, Schema]:
-    problem = _obj({"code": STRING, "message": STRING})
-    return {
-        "Error": _obj({"error": _ref("ErrorDetail")},
-                      "Every error, from any route, has this shape; `code` is stable, `message` is for people."),
-        "ErrorDetail": problem,
-        "ImportStatus": {"type": "string", "enum": list(IMPORT_STATUSES),
-                         "description": "queued, listing and running are active; the others are final."},
-        "ImportRequest": {
-            "type": "object",
-            "properties": {
-                "folder_url": {"type": "string", "maxLength": MAX_URL_CHARS,
-                               "description": "A link to a public Google Drive folder, or its id."},
-                "recursive": {"type": "boolean", "default": True,
-                              "description": "Also import the images of every subfolder."},
-            },
-            "required": ["folder_url"],
-        },
-        "ImportAccepted": _obj({"import_id": ID, "status": _ref("ImportStatus"), "status_url": STRING}),
-        "Import": _obj({
-            "id": ID,
-            "source": {"type": "string", "enum": ["google_drive"]},
-            "folder_id": STRING,
-            "folder_url": STRING,
-            "folder_name": {**OPT_STRING, "description": "Known once listing has started."},
-            "recursive": {"type": "boolean"},
-            "status": _ref("ImportStatus"),
-            "counts": _obj({"found": COUNT, "imported": COUNT, "skipped": COUNT, "failed": COUNT,
-                            "pending": COUNT},
-                           "Files: skipped ones were already stored with the same checksum."),
-            "bytes": _obj({"found": COUNT, "imported": COUNT}),
-            "rate": _obj({"files_per_s": {"type": ["number", "null"], "minimum": 0},
-                          "bytes_per_s": {"type": ["integer", "null"], "minimum": 0}},
-                         "Average since the import started; null before the first image lands."),
-            "eta_s": {"type": ["number", "null"], "minimum": 0,
-                      "description": "Seconds left at the current rate, while the import is active."},
-            "error": _nullable(_obj({"code": STRING, "message": OPT_STRING},
-                                    "Why the import failed or stopped.")),
-            "created_at": TIME,
-            "started_at": OPT_TIME,
-            "finished_at": OPT_TIME,
-            "urls": _obj({"self": STRING, "failures": STRING, "images": STRING, "page": STRING}),
-        }),
-        "ImportList": _obj({"imports": {"type": "array", "items": _ref("Import")}, "next_cursor": CURSOR}),
-        "Failure": _obj({
-            "file_id": STRING,
-            "name": STRING,
-            "folder_path": STRING,
-            "mime_type": STRING,
-            "size": COUNT,
-            "attempts": COUNT,
-            "error": _obj({"code": OPT_STRING, "message": OPT_STRING}),
-            "failed_at": TIME,
-        }),
-        "FailureList": _obj({"failures": {"type": "array", "items": _ref("Failure")}, "next_cursor": CURSOR}),
-        "RetryAccepted": _obj({"import_id": ID, "requeued": {**COUNT, "description": "Failed files queued again."},
-                               "status": _ref("ImportStatus")}),
-        "CancelAccepted": _obj({"import_id": ID, "status": {"const": "cancelled"}}),
-        "Image": _obj({
-            "id": ID,
-            "name": STRING,
-            "google_drive_id": STRING,
-            "size": COUNT,
-            "mime_type": STRING,
-            "storage_path": {"type": "string", "description": "Where the original is, e.g. s3://bucket/key."},
-            "source": STRING,
-            "md5": OPT_STRING,
-            "width": {"type": ["integer", "null"], "minimum": 0},
-            "height": {"type": ["integer", "null"], "minimum": 0},
-            "taken_time": {**OPT_STRING, "description": "As the camera wrote it (EXIF DateTimeOriginal)."},
-            "camera": _obj({"make": OPT_STRING, "model": OPT_STRING}),
-            "folder_path": {"type": "string", "description": "Relative to the imported folder; '' at its top."},
-            "import_id": {"type": ["integer", "null"], "minimum": 1},
-            "imported_at": TIME,
-            "drive_created_at": OPT_TIME,
-            "drive_modified_at": OPT_TIME,
-            "url": STRING,
-            "thumbnail_url": {**OPT_STRING, "description": "null when the format could not be decoded."},
-        }),
-        "ImageList": _obj({"images": {"type": "array", "items": _ref("Image")}, "next_cursor": CURSOR}),
-        "Health": _obj({"status": {"const": "ok"}}),
-        "Checks": {"type": "object",
-                   "properties": {name: {"type": "string", "description": "'ok' or 'unavailable: <reason>'"}
-                                  for name in ("database", "redis", "storage", "workers")},
-                   "required": ["database", "redis", "storage"], "additionalProperties": False,
-                   "description": "`workers` only in a process that runs embedded workers."},
-        "Ready": _obj({"status": {"const": "ready"}, "checks": _ref("Checks")}),
-        "NotReady": _obj({"error": _ref("ErrorDetail"), "checks": _ref("Checks")}),
-    }
+    """Generated from the models in fotoowl.models: bodies as they are validated, answers as they are
+    written (every field required, no other field allowed)."""
+    pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (model, "validation" if model is ImportRequest else "serialization") for model in SCHEMA_MODELS]
+    _, top = models_json_schema(pairs, ref_template="#/components/schemas/{model}")
+    return {name: _without_titles(schema) for name, schema in top["$defs"].items()}
+
+
+def _without_titles(schema: Any) -> Any:
+    """Pydantic titles every schema after its Python name; the document's names say it already."""
+    if isinstance(schema, dict):
+        return {k: _without_titles(v) for k, v in schema.items() if not (k == "title" and isinstance(v, str))}
+    if isinstance(schema, list):
+        return [_without_titles(v) for v in schema]
+    return schema
 
 
 # --- responses and parameters -------------------------------------------------------------------

@@ -9,7 +9,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fotoowl.metrics import IMPORTS, QUEUE_DEPTH
-from fotoowl.web.app import ARQ, DB, STORAGE, WORKER
+from fotoowl.models import Checks, ErrorDetail, Health, NotReady, Ready
+from fotoowl.web.keys import ARQ, DB, STORAGE, WORKER
 
 log = logging.getLogger("fotoowl.web")
 
@@ -17,7 +18,7 @@ CHECK_TIMEOUT_S = 3.0
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return web.json_response(Health(status="ok").body())
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -44,11 +45,11 @@ async def readyz(request: web.Request) -> web.Response:
         problem = request.app[WORKER].problem()
         results["workers"] = "ok" if problem is None else f"unavailable: {problem}"
     failed = [name for name, result in results.items() if result != "ok"]
+    report = Checks.model_validate(results)
     if failed:
-        return web.json_response(
-            {"error": {"code": "not_ready", "message": f"unavailable: {', '.join(failed)}"}, "checks": results},
-            status=503)
-    return web.json_response({"status": "ready", "checks": results})
+        detail = ErrorDetail(code="not_ready", message=f"unavailable: {', '.join(failed)}")
+        return web.json_response(NotReady(error=detail, checks=report).body(), status=503)
+    return web.json_response(Ready(status="ready", checks=report).body())
 
 
 async def metrics(request: web.Request) -> web.Response:

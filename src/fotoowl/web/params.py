@@ -10,9 +10,10 @@ import base64
 import binascii
 import json
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
 from fotoowl.web.errors import ApiError
 
@@ -128,3 +129,28 @@ async def json_object(request: web.Request, *, optional: bool = False) -> dict[s
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
     return body
+
+
+Body = TypeVar("Body", bound=BaseModel)
+_EXPECTED = {"string_type": "a string", "bool_type": "true or false", "int_type": "a whole number"}
+
+
+def parse_body(model: type[Body], data: dict[str, Any]) -> Body:
+    """The body as `model`, or a 422 in the error shape naming the first field that is wrong."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        kind = first["type"]
+        if kind == "missing":
+            raise ApiError(422, "missing_field", f"'{field}' is required.") from None
+        expected = _EXPECTED.get(kind)
+        if kind == "string_too_long":
+            limit = (first.get("ctx") or {}).get("max_length")
+            message = f"'{field}' is longer than {limit} characters."
+        else:
+            message = f"'{field}' must be {expected}." if expected else f"'{field}': {first['msg']}."
+        # A link that is a string but no usable one is a bad link: the code every unusable link gets.
+        code = "invalid_folder_url" if field == "folder_url" and expected is None else "invalid_field"
+        raise ApiError(422, code, message) from None

@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from fotoowl.config import Settings
-from fotoowl.web.app import SETTINGS
+from fotoowl.config import AppSettings
 from fotoowl.web.errors import ApiError, Handler
+from fotoowl.web.keys import SETTINGS
 
 log = logging.getLogger("fotoowl.web")
 
@@ -45,7 +45,7 @@ _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
 # --- the secret key -----------------------------------------------------------------------------
 
-def load_secret_key(settings: Settings) -> bytes:
+def load_secret_key(settings: AppSettings) -> bytes:
     """FOTOOWL_SECRET_KEY, or a random key kept in the data folder so a restart keeps forms valid."""
     if settings.secret_key:
         return settings.secret_key.get().encode()

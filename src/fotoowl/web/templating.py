@@ -10,17 +10,19 @@ from urllib.parse import urlsplit
 import jinja2
 from aiohttp import web
 
-from fotoowl.web.app import SETTINGS, TEMPLATES, static_dir, templates_dir
+from fotoowl.resources import folder
+from fotoowl.statuses import ImportStatus
+from fotoowl.web.keys import SETTINGS, TEMPLATES
 from fotoowl.web.security import CSRF_COOKIE, CSRF_FIELD, CSRF_IS_NEW, CSRF_SESSION, csrf_token, is_unlocked
 
-STATUS_LABELS = {
-    "queued": "Queued",
-    "listing": "Listing files",
-    "running": "Copying",
-    "completed": "Completed",
-    "completed_with_errors": "Completed with errors",
-    "failed": "Failed",
-    "cancelled": "Cancelled",
+STATUS_LABELS: dict[str, str] = {
+    ImportStatus.QUEUED: "Queued",
+    ImportStatus.LISTING: "Listing files",
+    ImportStatus.RUNNING: "Copying",
+    ImportStatus.COMPLETED: "Completed",
+    ImportStatus.COMPLETED_WITH_ERRORS: "Completed with errors",
+    ImportStatus.FAILED: "Failed",
+    ImportStatus.CANCELLED: "Cancelled",
 }
 _KIND_LABELS = {
     "jpeg": "JPEG",
@@ -37,7 +39,7 @@ _KIND_LABELS = {
 
 def make_templates() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir()),
+        loader=jinja2.FileSystemLoader(folder("templates")),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         enable_async=False,
@@ -49,7 +51,7 @@ def make_templates() -> jinja2.Environment:
         kind=file_kind,
         status_label=lambda status: STATUS_LABELS.get(status, status),
     )
-    env.globals.update(static=static_url, htmx=(static_dir() / "vendor" / "htmx.min.js").is_file())
+    env.globals.update(static=static_url, htmx=(folder("static") / "vendor" / "htmx.min.js").is_file())
     return env
 
 
@@ -57,7 +59,7 @@ def make_templates() -> jinja2.Environment:
 def static_url(name: str) -> str:
     """A URL with a content hash, so browsers may cache assets and still see a changed file."""
     try:
-        digest = hashlib.sha256((static_dir() / name).read_bytes()).hexdigest()[:10]
+        digest = hashlib.sha256((folder("static") / name).read_bytes()).hexdigest()[:10]
     except OSError:
         return f"/static/{name}"
     return f"/static/{name}?v={digest}"

@@ -16,10 +16,13 @@ from urllib.parse import quote, urlencode
 import asyncpg
 from aiohttp import web
 
-from fotoowl import importer
+from fotoowl import statuses
+from fotoowl.models import MAX_URL_CHARS, Image, Import
+from fotoowl.pipeline import control
+from fotoowl.resources import folder
 from fotoowl.web import api
-from fotoowl.web.app import ARQ, DB, DEMO_FOLDER_URL, SETTINGS, static_dir
 from fotoowl.web.errors import ApiError
+from fotoowl.web.keys import ARQ, DB, DEMO_FOLDER_URL, SETTINGS
 from fotoowl.web.params import decode_cursor, encode_cursor, parse_count, path_id
 from fotoowl.web.security import (
     UNLOCK_COOKIE,
@@ -100,7 +103,7 @@ async def lock(request: web.Request) -> web.Response:
 
 async def _recent_imports(request: web.Request) -> list[dict[str, Any]]:
     rows = await request.app[DB].fetch("SELECT * FROM imports ORDER BY id DESC LIMIT $1", RECENT_IMPORTS)
-    return [progress_context(api.import_json(row)) for row in rows]
+    return [progress_context(Import.from_row(row).body()) for row in rows]
 
 
 async def _home(
@@ -147,7 +150,7 @@ async def submit(request: web.Request) -> web.Response:
         if exc.status_code != 422:
             raise
         # Shown again as typed, less what no page can hold.
-        shown = folder_url[: api.MAX_URL_CHARS].replace("\x00", "").encode("utf-8", "replace").decode()
+        shown = folder_url[: MAX_URL_CHARS].replace("\x00", "").encode("utf-8", "replace").decode()
         return await _home(request, status=422, error=exc.message, folder_url=shown, recursive=recursive)
     return see_other(request, f"/ui/imports/{row['id']}")
 
@@ -164,13 +167,13 @@ def progress_context(imp: dict[str, Any]) -> dict[str, Any]:
     counts = imp["counts"]
     done = counts["imported"] + counts["skipped"] + counts["failed"]
     found = counts["found"]
-    active = imp["status"] in importer.ACTIVE
+    active = imp["status"] in statuses.ACTIVE
     return {
         **imp,
         "active": active,
         "done": done,
         "percent": (100 if not active else 0) if not found else min(100, done * 100 // found),
-        "can_retry": counts["failed"] > 0 and imp["status"] in ("listing", "running", "completed_with_errors"),
+        "can_retry": counts["failed"] > 0 and imp["status"] in statuses.RETRYABLE,
         # The folder's name arrives with the listing; until then, its id.
         "title": imp["folder_name"] or f"Drive folder {imp['folder_id']}",
         "drive_link": imp["folder_url"] if imp["folder_url"].startswith(("https://", "http://")) else None,
@@ -206,14 +209,14 @@ def _notice(request: web.Request) -> str | None:
 
 async def import_page(request: web.Request) -> web.Response:
     import_id = _id(request)
-    imp = progress_context(api.import_json(await api.fetch_import(request, import_id)))
+    imp = progress_context(Import.from_row(await api.fetch_import(request, import_id)).body())
     failures = await _failures(request, import_id, request.query.get("failures_cursor") or None)
     return render(request, "import.html", imp=imp, notice=_notice(request), **failures)
 
 
 async def progress_fragment(request: web.Request) -> web.Response:
     import_id = _id(request)
-    imp = progress_context(api.import_json(await api.fetch_import(request, import_id)))
+    imp = progress_context(Import.from_row(await api.fetch_import(request, import_id)).body())
     response = render(request, "_progress.html", imp=imp, oob_title=True)
     seen = parse_count(request.query.get("seen_failed", ""))
     # Only an active import is polled, so a finished one here has just finished: its failures list
@@ -225,7 +228,7 @@ async def progress_fragment(request: web.Request) -> web.Response:
 
 async def failures_fragment(request: web.Request) -> web.Response:
     import_id = _id(request)
-    imp = progress_context(api.import_json(await api.fetch_import(request, import_id)))
+    imp = progress_context(Import.from_row(await api.fetch_import(request, import_id)).body())
     failures = await _failures(request, import_id, request.query.get("cursor") or None)
     return render(request, "_failures.html", imp=imp, **failures)
 
@@ -234,7 +237,7 @@ async def retry(request: web.Request) -> web.Response:
     import_id = _id(request)
     await checked_form(request)
     require_unlocked(request)
-    count = await importer.retry_failed(request.app[DB], request.app[ARQ], import_id,
+    count = await control.retry_failed(request.app[DB], request.app[ARQ], import_id,
                                         request.app[SETTINGS])
     if count is None:
         raise ApiError(404, "not_found", f"There is no import {import_id}.")
@@ -245,7 +248,7 @@ async def cancel(request: web.Request) -> web.Response:
     import_id = _id(request)
     await checked_form(request)
     require_unlocked(request)
-    status, stopped = await importer.cancel_import(request.app[DB], import_id)
+    status, stopped = await control.cancel_import(request.app[DB], import_id)
     if status is None:
         raise ApiError(404, "not_found", f"There is no import {import_id}.")
     return see_other(request, f"/ui/imports/{import_id}?cancelled={int(stopped)}")
@@ -263,7 +266,7 @@ def _fit(width: int | None, height: int | None, box: int) -> tuple[int, int]:
 
 
 def _tile(row: asyncpg.Record, box: int) -> dict[str, Any]:
-    image = api.image_json(row)
+    image = Image.from_row(row).body()
     width, height = _fit(image["width"], image["height"], box)
     return {**image, "thumb_width": width, "thumb_height": height}
 
@@ -314,7 +317,7 @@ async def grid_fragment(request: web.Request) -> web.Response:
 
 
 async def image_page(request: web.Request) -> web.Response:
-    image = api.image_json(await api.fetch_image(request))
+    image = Image.from_row(await api.fetch_image(request)).body()
     # Shown inline only when something could read it as an image (Drive or our thumbnailer): a
     # "JPEG" that is really text would otherwise be a broken image.
     image["inline"] = image["mime_type"] in api.INLINE_TYPES and bool(
@@ -339,5 +342,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/ui/unlock", unlock, name="ui_unlock")
     app.router.add_post("/ui/lock", lock, name="ui_lock")
     # Without the folder (an install without the source tree) the pages still work, unstyled.
-    if static_dir().is_dir():
-        app.router.add_static("/static/", static_dir(), name="static")
+    if folder("static").is_dir():
+        app.router.add_static("/static/", folder("static"), name="static")

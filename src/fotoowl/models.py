@@ -1,0 +1,285 @@
+"""The shapes of the API: request bodies and answers, one pydantic model each.
+
+They are the single source of truth: handlers build answers with them, the CLI reads answers with
+them, and the OpenAPI document's schemas are generated from them (web/openapi.py). Rows become
+models here (`Import.from_row`, `Image.from_row`), so no other layer knows a JSON shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+
+from fotoowl.statuses import ACTIVE, ImportStatus
+
+MAX_URL_CHARS = 2000
+
+# "2026-05-01T10:00:00Z": UTC with a Z, as every answer has always written times.
+Time = Annotated[datetime, PlainSerializer(lambda t: t.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                                           return_type=str),
+                 WithJsonSchema({"type": "string", "format": "date-time"}, mode="serialization")]
+Count = Annotated[int, Field(ge=0)]
+Id = Annotated[int, Field(ge=1)]
+Cursor = Annotated[str | None, Field(description="Pass as `cursor` to get the next page; null on the last page.")]
+
+
+class Answer(BaseModel):
+    """An answer: every field always present (required in the schema), nothing else allowed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_serialization_defaults_required=True)
+
+    def body(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+class ErrorDetail(Answer):
+    code: str
+    message: str | None
+
+
+class Error(Answer):
+    """Every error, from any route, has this shape; `code` is stable, `message` is for people."""
+
+    error: ErrorDetail
+
+
+# --- imports --------------------------------------------------------------------------------------
+
+class ImportRequest(BaseModel):
+    """The body of POST /import/google-drive."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    folder_url: str = Field(max_length=MAX_URL_CHARS, description="A link to a public Google Drive folder, or its id.")
+    recursive: bool = Field(default=True, description="Also import the images of every subfolder.")
+
+
+class ImportAccepted(Answer):
+    import_id: Id
+    status: ImportStatus
+    status_url: str
+
+
+class Counts(Answer):
+    """Files: skipped ones were already stored with the same checksum (or are not images)."""
+
+    found: Count
+    imported: Count
+    skipped: Count
+    failed: Count
+    pending: Count
+
+
+class ByteCounts(Answer):
+    found: Count
+    imported: Count
+
+
+class Rate(Answer):
+    """Average since the import started; null before the first image lands."""
+
+    files_per_s: float | None = Field(ge=0)
+    bytes_per_s: int | None = Field(ge=0)
+
+
+class ImportProblem(Answer):
+    """Why the import failed or stopped."""
+
+    code: str
+    message: str | None
+
+
+class ImportUrls(Answer):
+    self: str
+    failures: str
+    images: str
+    page: str
+
+
+class Import(Answer):
+    id: Id
+    source: Literal["google_drive"]
+    folder_id: str
+    folder_url: str
+    folder_name: str | None = Field(description="Known once listing has started.")
+    recursive: bool
+    status: ImportStatus = Field(description="queued, listing and running are active; the others are final.")
+    counts: Counts
+    bytes: ByteCounts
+    rate: Rate
+    eta_s: float | None = Field(ge=0, description="Seconds left at the current rate, while the import is active.")
+    error: ImportProblem | None
+    created_at: Time
+    started_at: Time | None
+    finished_at: Time | None
+    urls: ImportUrls
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], *, now: datetime | None = None) -> Import:
+        found, imported, skipped, failed = (row["found_count"], row["imported_count"], row["skipped_count"],
+                                            row["failed_count"])
+        pending = max(0, found - imported - skipped - failed)
+        files_per_s: float | None = None
+        bytes_per_s = eta_s = None
+        started: datetime | None = row["started_at"]
+        if started is not None and imported:
+            end = row["finished_at"] or now or datetime.now(UTC)
+            elapsed_s = max((end - started).total_seconds(), 0.001)
+            files_per_s = round(imported / elapsed_s, 2)
+            bytes_per_s = round(row["bytes_imported"] / elapsed_s)
+            if row["status"] in ACTIVE and pending:
+                eta_s = round(pending / files_per_s, 1)
+        import_id = row["id"]
+        return cls(
+            id=import_id, source=row["source"], folder_id=row["folder_id"], folder_url=row["folder_url"],
+            folder_name=row["folder_name"], recursive=row["recursive"], status=row["status"],
+            counts=Counts(found=found, imported=imported, skipped=skipped, failed=failed, pending=pending),
+            bytes=ByteCounts(found=row["bytes_found"], imported=row["bytes_imported"]),
+            rate=Rate(files_per_s=files_per_s, bytes_per_s=bytes_per_s), eta_s=eta_s,
+            error=ImportProblem(code=row["error_code"], message=row["error_message"]) if row["error_code"] else None,
+            created_at=row["created_at"], started_at=row["started_at"], finished_at=row["finished_at"],
+            urls=ImportUrls(self=f"/imports/{import_id}", failures=f"/imports/{import_id}/failures",
+                            images=f"/images?import_id={import_id}", page=f"/ui/imports/{import_id}"),
+        )
+
+
+class ImportList(Answer):
+    imports: list[Import]
+    next_cursor: Cursor
+
+
+class FailureError(Answer):
+    code: str | None
+    message: str | None
+
+
+class Failure(Answer):
+    file_id: str
+    name: str
+    folder_path: str
+    mime_type: str
+    size: Count
+    attempts: Count
+    error: FailureError
+    failed_at: Time
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Failure:
+        return cls(file_id=row["file_id"], name=row["name"], folder_path=row["folder_path"],
+                   mime_type=row["mime_type"], size=row["size_bytes"], attempts=row["attempts"],
+                   error=FailureError(code=row["error_code"], message=row["error_message"]),
+                   failed_at=row["updated_at"])
+
+
+class FailureList(Answer):
+    failures: list[Failure]
+    next_cursor: Cursor
+
+
+class RetryAccepted(Answer):
+    import_id: Id
+    requeued: Count = Field(description="Failed files queued again.")
+    status: ImportStatus
+
+
+class CancelAccepted(Answer):
+    import_id: Id
+    status: Literal["cancelled"]
+
+
+# --- images ---------------------------------------------------------------------------------------
+
+class Camera(Answer):
+    make: str | None
+    model: str | None
+
+
+class Image(Answer):
+    id: Id
+    name: str
+    google_drive_id: str
+    size: Count
+    mime_type: str
+    storage_path: str = Field(description="Where the original is, e.g. s3://bucket/key.")
+    source: str
+    md5: str | None
+    width: int | None = Field(ge=0)
+    height: int | None = Field(ge=0)
+    taken_time: str | None = Field(description="As the camera wrote it (EXIF DateTimeOriginal).")
+    camera: Camera
+    folder_path: str = Field(description="Relative to the imported folder; '' at its top.")
+    import_id: int | None = Field(ge=1)
+    imported_at: Time
+    drive_created_at: Time | None
+    drive_modified_at: Time | None
+    url: str
+    thumbnail_url: str | None = Field(description="null when the format could not be decoded.")
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Image:
+        image_id = row["id"]
+        return cls(
+            id=image_id, name=row["name"], google_drive_id=row["google_drive_id"], size=row["size"],
+            mime_type=row["mime_type"], storage_path=row["storage_path"], source=row["source"], md5=row["md5"],
+            width=row["width"], height=row["height"], taken_time=row["taken_time"],
+            camera=Camera(make=row["camera_make"], model=row["camera_model"]), folder_path=row["folder_path"],
+            import_id=row["import_id"], imported_at=row["imported_at"], drive_created_at=row["drive_created_at"],
+            drive_modified_at=row["drive_modified_at"], url=f"/images/{image_id}/content",
+            thumbnail_url=f"/images/{image_id}/thumbnail" if row["thumbnail_key"] else None,
+        )
+
+
+class ImageList(Answer):
+    images: list[Image]
+    next_cursor: Cursor
+
+
+# --- operations -----------------------------------------------------------------------------------
+
+class Health(Answer):
+    status: Literal["ok"]
+
+
+CheckResult = Annotated[str, Field(description="'ok' or 'unavailable: <reason>'")]
+
+
+class Checks(Answer):
+    """`workers` only in a process that runs embedded workers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_serialization_defaults_required=False)
+
+    database: CheckResult
+    redis: CheckResult
+    storage: CheckResult
+    workers: CheckResult | None = None
+
+    def body(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class Ready(Answer):
+    status: Literal["ready"]
+    checks: Checks
+
+    def body(self) -> dict[str, Any]:
+        return {"status": self.status, "checks": self.checks.body()}
+
+
+class NotReady(Answer):
+    error: ErrorDetail
+    checks: Checks
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.error.body(), "checks": self.checks.body()}
+
+
+# Every model the OpenAPI document describes, by the name it has there.
+SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
+    Error, ErrorDetail, ImportRequest, ImportAccepted, Import, ImportList, Failure, FailureList, RetryAccepted,
+    CancelAccepted, Image, ImageList, Health, Checks, Ready, NotReady,
+)

@@ -1,0 +1,60 @@
+"""What the pipeline needs, owned by the process that runs it (worker start-up or the web app)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import asyncpg
+from arq import ArqRedis
+
+from fotoowl.config import AppSettings
+from fotoowl.liveness import Heartbeat
+from fotoowl.pipeline.limits import ByteBudget, ClaimRoom
+from fotoowl.resilience import OutageGate
+from fotoowl.sources.google_drive.client import DriveClient
+from fotoowl.storage import Storage
+
+_PROBE_KEY = "_fotoowl/probe"
+
+
+@dataclass
+class Deps:
+    """What the pipeline needs, owned by the process (worker start-up or the web app)."""
+
+    settings: AppSettings
+    pool: asyncpg.Pool
+    redis: ArqRedis
+    storage: Storage
+    drive: DriveClient
+    # Bounds files in flight for the whole process, across all jobs.
+    semaphore: asyncio.Semaphore = field(init=False)
+    # Bounds the items this process holds claimed, so it never sits on work another could be doing.
+    claim_room: ClaimRoom = field(init=False)
+    # Bounds the file bodies held in memory (in transfer or waiting for their thumbnail).
+    transfer_memory: ByteBudget = field(init=False)
+    # Previews are CPU work on their own thread(s), so they cannot take every core from the loop.
+    thumbnail_executor: ThreadPoolExecutor = field(init=False)
+    # Closed while storage is down: no new claims, and copies it failed go back without an attempt.
+    storage_gate: OutageGate = field(init=False)
+    # This process's beat: items it claims carry its id, so the sweeper can tell when it died.
+    heartbeat: Heartbeat = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.semaphore = asyncio.Semaphore(self.settings.files_in_flight)
+        in_flight = self.settings.files_in_flight
+        self.claim_room = ClaimRoom(in_flight + in_flight // 4, min_claim_items=max(1, in_flight // 2))
+        self.thumbnail_executor = ThreadPoolExecutor(self.settings.thumbnail_threads,
+                                                     thread_name_prefix="fotoowl-thumbnail")
+        self.transfer_memory = ByteBudget(self.settings.transfer_memory_bytes)
+        self.heartbeat = Heartbeat(self.pool, uuid.uuid4())
+        probe_key = f"{self.settings.s3_prefix_normalised}{_PROBE_KEY}"
+        self.storage_gate = OutageGate(
+            "storage", lambda: self.storage.probe_write(probe_key))
+
+    def close(self) -> None:
+        self.thumbnail_executor.shutdown(wait=False, cancel_futures=True)
+        self.storage_gate.cancel()
+
