@@ -24,7 +24,7 @@ from fotoowl import statuses
 from fotoowl.config import AppSettings
 from fotoowl.pipeline import control
 from fotoowl.sources.google_drive.client import DriveClient
-from fotoowl.sources.google_drive.links import FolderRef
+from fotoowl.sources.links import parse_link
 from fotoowl.storage_backends import open_storage
 from fotoowl.worker import create_arq_pool
 
@@ -110,7 +110,7 @@ async def run_fotoowl(children: Children, stack: Stack, manifest: Manifest, *, l
     try:
         for proc in procs:
             await wait_for_log(proc, "worker started", 120)
-        created = await control.create_import(pool, redis, FolderRef(manifest.root_id), manifest.folder_link)
+        created = await control.create_import(pool, redis, parse_link(manifest.folder_link))
         row = await wait_finished(pool, created["id"], timeout_s, procs)
         problem = await check_import(pool, row, manifest)
         seconds = (row["finished_at"] - row["created_at"]).total_seconds()

@@ -199,9 +199,42 @@ async def drive() -> AsyncIterator[RunningEmulator]:
     await runner.cleanup()
 
 
+@dataclass
+class RunningDropbox:
+    emu: Any
+    url: str
+
+
 @pytest.fixture
-async def app_settings(settings: AppSettings, drive: RunningEmulator) -> AppSettings:
-    return settings.replace(drive_api_url=drive.api_url, google_api_key=Secret(TEST_API_KEY))
+async def dropbox() -> AsyncIterator[RunningDropbox]:
+    """A fresh, empty Dropbox emulator on a free port (one address serves the API and content hosts)."""
+    from fotoowl.testing.dropbox_emulator import DropboxEmulator, start_emulator
+    from source_kits import DROPBOX_APP_KEY, DROPBOX_APP_SECRET
+
+    emu = DropboxEmulator(app_key=DROPBOX_APP_KEY, app_secret=DROPBOX_APP_SECRET, seed=3)
+    runner, url = await start_emulator(emu)
+    yield RunningDropbox(emu, url)
+    await runner.cleanup()
+
+
+@pytest.fixture(params=["google_drive", "dropbox"])
+def kit(request: pytest.FixtureRequest, drive: RunningEmulator, dropbox: RunningDropbox) -> Any:
+    """The same pipeline test against each source's emulator."""
+    from source_kits import DriveKit, DropboxKit
+
+    if request.param == "google_drive":
+        return DriveKit(drive.emu, drive.api_url)
+    return DropboxKit(dropbox.emu, dropbox.url)
+
+
+@pytest.fixture
+async def app_settings(settings: AppSettings, drive: RunningEmulator, dropbox: RunningDropbox) -> AppSettings:
+    """Settings that read both emulators: Drive with the test key, Dropbox with the test app."""
+    from source_kits import DROPBOX_APP_KEY, DROPBOX_APP_SECRET
+
+    return settings.replace(drive_api_url=drive.api_url, google_api_key=Secret(TEST_API_KEY),
+                            dropbox_app_key=DROPBOX_APP_KEY, dropbox_app_secret=Secret(DROPBOX_APP_SECRET),
+                            dropbox_api_url=dropbox.url, dropbox_content_url=dropbox.url)
 
 
 @pytest.fixture

@@ -94,7 +94,7 @@ async def test_import_without_wait_returns_once_queued(client: Any, drive: Runni
 
 async def test_invalid_link_exits_2_with_the_servers_message(client: Any) -> None:
     bad = "https://example.com/drive/folders/abc"
-    resp = await client.post("/import/google-drive", json={"folder_url": bad})
+    resp = await client.post("/imports", json={"folder_url": bad})
     assert resp.status == 422
     message = (await resp.json())["error"]["message"]
     code, out, err = await run_cli(api_env(base_url(client)), "import", bad, "--wait")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -11,6 +12,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -117,6 +119,21 @@ def _children(pid: int) -> set[int]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
+def _import_and_wait(port: int, folder_url: str) -> dict[str, Any]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/imports", method="POST",
+                                     data=json.dumps({"folder_url": folder_url}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        status_url = json.loads(resp.read())["status_url"]
+    deadline = time.monotonic() + 90
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{status_url}", timeout=10) as resp:
+            body: dict[str, Any] = json.loads(resp.read())
+        if body["status"] not in ("queued", "listing", "running") or time.monotonic() > deadline:
+            return body
+        time.sleep(0.3)
+
+
 def test_dev_serves_on_embedded_servers_and_stops_clean(tmp_path: Path) -> None:
     """`fotoowl dev` (what `make run` calls) from nothing: real servers, a page, no process left behind."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FOTOOWL_", "AWS_", "GOOGLE_"))}
@@ -144,9 +161,15 @@ def test_dev_serves_on_embedded_servers_and_stops_clean(tmp_path: Path) -> None:
         assert len(children) == 3, text  # postgres, valkey, weed
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as resp:
             assert resp.status == 200
+        dropbox_link = r"sample folder: (https://www\.dropbox\.com/scl/fo/\S+)\n"
+        assert re.search(dropbox_link, text), text
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
             assert resp.status == 200
-            assert "drive.google.com/drive/folders/" in resp.read().decode()
+            page = resp.read().decode()
+            assert "drive.google.com/drive/folders/" in page and "www.dropbox.com/scl/fo/" in page
+        # Both sample folders import, with no credentials and no network.
+        for sample in re.findall(r"sample folder: (\S+)\n", text):
+            assert _import_and_wait(port, sample)["status"] == "completed"
     finally:
         proc.send_signal(signal.SIGINT)
         try:

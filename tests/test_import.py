@@ -11,7 +11,7 @@ import asyncpg
 from conftest import RunningEmulator, wait_for_import
 from fotoowl.config import AppSettings
 from fotoowl.pipeline import control, limits, listing, transfer
-from fotoowl.sources.google_drive.links import FolderRef
+from fotoowl.sources.links import parse_link
 from fotoowl.storage import Storage
 from fotoowl.testing.drive_emulator import Fault
 from fotoowl.worker import open_deps
@@ -231,7 +231,7 @@ async def test_worker_processes_split_an_import_instead_of_one_hoarding_it(app_s
         drive.emu.add_image(root, f"IMG_{n:03d}.jpg", width=16, height=16)
     settings = app_settings.replace(files_in_flight=4)
     async with open_deps(settings) as first, open_deps(settings) as second:
-        created = await control.create_import(first.pool, first.redis, FolderRef(root), folder_link(root))
+        created = await control.create_import(first.pool, first.redis, parse_link(folder_link(root)))
         await listing.list_import(first, created["id"])
         moved = await asyncio.gather(transfer.transfer_import(first, created["id"]),
                                      transfer.transfer_import(second, created["id"]))

@@ -13,7 +13,7 @@ from conftest import RunningEmulator, wait_for_import
 from fotoowl.config import AppSettings, Secret
 from fotoowl.testing.drive_emulator import Fault
 from fotoowl.web.app import create_app
-from fotoowl.web.keys import DEMO_FOLDER_URL
+from fotoowl.web.keys import DEMO_FOLDERS
 from fotoowl.web.security import CSRF_COOKIE, UNLOCK_COOKIE
 
 HOSTILE = "<script>alert(1)</script>.png"
@@ -120,7 +120,7 @@ async def test_static_assets_are_served(client: Any) -> None:
 async def test_demo_mode_offers_the_sample_folder(app_settings: AppSettings, aiohttp_client: Any) -> None:
     app = create_app(app_settings, run_worker=False)
     sample = folder_link("1SampleFolderId_abcdefghijk")
-    app[DEMO_FOLDER_URL] = sample
+    app[DEMO_FOLDERS] = {"Google Drive": sample}
     client = await aiohttp_client(app)
     html = await (await client.get("/")).text()
     page = Elements(html)
@@ -168,9 +168,9 @@ async def test_form_flow_without_javascript(client: Any, drive: RunningEmulator)
 @pytest.mark.parametrize(
     ("link", "message"),
     [
-        ("https://example.com/drive/folders/abc", "Only drive.google.com links are accepted"),
+        ("https://example.com/drive/folders/abc", "Paste the link of a shared Google Drive or Dropbox folder"),
         ("https://docs.google.com/document/d/abc/edit", "not a Drive folder"),
-        ("", "Paste the link of a Google Drive folder"),
+        ("", "Paste the link of a shared Google Drive or Dropbox folder"),
     ],
 )
 async def test_a_bad_link_shows_the_form_again_with_the_reason(client: Any, link: str, message: str) -> None:

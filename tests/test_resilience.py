@@ -30,7 +30,7 @@ from fotoowl.config import AppSettings
 from fotoowl.pacer import RedisPacer
 from fotoowl.pipeline import claims, control, listing, transfer
 from fotoowl.pipeline.deps import Deps
-from fotoowl.sources.google_drive.links import FolderRef
+from fotoowl.sources.links import parse_link
 from fotoowl.storage_backends import open_storage
 from fotoowl.testing.drive_emulator import Fault
 from fotoowl.testing.faultproxy import HttpFaultProxy, TcpFaultProxy
@@ -67,7 +67,7 @@ def shoot(drive: RunningEmulator, n: int, name: str = "Shoot") -> str:
 
 async def run_import(deps: Deps, root: str) -> asyncpg.Record:
     """List and transfer in this process, as one worker would; returns the import's final row."""
-    created = await control.create_import(deps.pool, deps.redis, FolderRef(root), folder_link(root))
+    created = await control.create_import(deps.pool, deps.redis, parse_link(folder_link(root)))
     await listing.list_import(deps, created["id"])
     await transfer.transfer_import(deps, created["id"])
     row = await deps.pool.fetchrow("SELECT * FROM imports WHERE id = $1", created["id"])
@@ -113,7 +113,7 @@ async def test_database_cut_mid_import_is_waited_out_not_left_to_the_lease(
     async with tcp_proxy(app_settings.database_url) as (proxy, url):
         settings = app_settings.replace(database_url=url, lease_s=300, files_in_flight=4)
         async with open_deps(settings) as deps:
-            created = await control.create_import(deps.pool, deps.redis, FolderRef(root), folder_link(root))
+            created = await control.create_import(deps.pool, deps.redis, parse_link(folder_link(root)))
             await listing.list_import(deps, created["id"])
             copying = asyncio.create_task(transfer.transfer_import(deps, created["id"]))
             await asyncio.sleep(0.5)
@@ -211,7 +211,7 @@ async def test_worker_process_outlives_a_redis_outage(settings: AppSettings, dri
             pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
             redis = await create_arq_pool(settings)
             try:
-                created = await control.create_import(pool, redis, FolderRef(root), folder_link(root))
+                created = await control.create_import(pool, redis, parse_link(folder_link(root)))
                 row = await wait_for_status(pool, created["id"], 60)
             finally:
                 await redis.aclose()
@@ -306,7 +306,7 @@ async def test_an_expired_item_with_its_attempts_spent_fails_instead_of_looping(
     """Before: expired items were reclaimed with no cap, so a file that kills its worker ran forever."""
     root = shoot(drive, 5)
     async with open_deps(app_settings) as deps:
-        created = await control.create_import(deps.pool, deps.redis, FolderRef(root), folder_link(root))
+        created = await control.create_import(deps.pool, deps.redis, parse_link(folder_link(root)))
         await listing.list_import(deps, created["id"])
         poison = await deps.pool.fetchval(
             """UPDATE import_items SET status = 'in_progress', attempts = $2, lease_token = gen_random_uuid(),
@@ -367,7 +367,7 @@ async def test_items_of_a_worker_that_stopped_beating_go_back_before_their_lease
     root = shoot(drive, 6)
     settings = app_settings.replace(lease_s=300)
     async with open_deps(settings) as dead, open_deps(settings) as alive:
-        created = await control.create_import(dead.pool, dead.redis, FolderRef(root), folder_link(root))
+        created = await control.create_import(dead.pool, dead.redis, parse_link(folder_link(root)))
         await listing.list_import(dead, created["id"])
         claimed = await claims.claim(dead.pool, created["id"], uuid.uuid4(), 4, lease_s=300.0, max_attempts=3,
                                      worker_id=dead.heartbeat.worker_id)

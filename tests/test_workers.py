@@ -18,10 +18,11 @@ from conftest import TEST_API_KEY, RunningEmulator
 from fotoowl import statuses
 from fotoowl.config import AppSettings
 from fotoowl.pipeline import control
-from fotoowl.sources.google_drive.links import FolderRef
+from fotoowl.sources.links import parse_link
 from fotoowl.storage import Storage
 from fotoowl.testing.drive_emulator import Fault
 from fotoowl.worker import create_arq_pool
+from source_kits import SourceKit
 
 MiB = 1024 * 1024
 pytestmark = pytest.mark.slow
@@ -75,25 +76,25 @@ def spawn_worker(tmp_path: Path) -> Iterator[object]:
 
 
 async def test_two_workers_share_an_import_and_survive_a_sigkill(
-        settings: AppSettings, drive: RunningEmulator, storage: Storage, spawn_worker: object) -> None:
-    emu = drive.emu
-    emu.latency_s = 0.02
-    root = emu.add_folder(None, "Event")
-    sub = emu.add_folder(root, "Stage")
-    small = [emu.add_image(root if i % 2 else sub, f"small-{i}.jpg") for i in range(80)]
-    large = [emu.add_image(sub, f"large-{i}.jpg", size_bytes=12 * MiB) for i in range(6)]
+        settings: AppSettings, kit: SourceKit, storage: Storage, spawn_worker: object) -> None:
+    """For every source: exactly once after a SIGKILL mid-import, open multipart uploads included."""
+    kit.set_latency(0.02)
+    root = kit.add_folder(None, "Event")
+    sub = kit.add_folder(root, "Stage")
+    small = [kit.add_image(root if i % 2 else sub, f"small-{i}.jpg") for i in range(80)]
+    large = [kit.add_image(sub, f"large-{i}.jpg", size_bytes=12 * MiB) for i in range(6)]
     for file_id in large:
         # Slow enough that multipart uploads are open when the kill lands.
-        emu.inject(file_id, Fault.slow(6 * MiB), times=None)
+        kit.slow(file_id, 6 * MiB)
 
-    env = worker_env(settings, drive.api_url)
+    env = {**worker_env(settings, "http://127.0.0.1:9/not-used"), **kit.env()}
     proc_a, log_a = spawn_worker(env, "worker-a")  # type: ignore[operator]
     proc_b, log_b = spawn_worker(env, "worker-b")  # type: ignore[operator]
 
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
     redis = await create_arq_pool(settings)
     try:
-        row = await control.create_import(pool, redis, FolderRef(root), f"https://drive.google.com/drive/folders/{root}")
+        row = await control.create_import(pool, redis, parse_link(kit.link(root)))
         import_id = row["id"]
         # Kill worker A while it holds claimed items, ideally with a multipart upload open.
         for _ in range(600):
@@ -115,26 +116,26 @@ async def test_two_workers_share_an_import_and_survive_a_sigkill(
         final = await pool.fetchrow("SELECT * FROM imports WHERE id = $1", import_id)
         assert final["status"] == "completed", dict(final)
         assert (final["found_count"], final["imported_count"], final["failed_count"]) == (86, 86, 0)
-        rows = await pool.fetch("SELECT google_drive_id, storage_key, md5, size FROM images")
+        rows = await pool.fetch("SELECT source, source_id, storage_key, md5, size FROM images")
     finally:
         await redis.aclose()
         await pool.close()
 
-    assert sorted(r["google_drive_id"] for r in rows) == sorted(small + large)
+    assert {r["source"] for r in rows} == {kit.source}
+    assert sorted(r["source_id"] for r in rows) == sorted(small + large)
     for r in rows:
-        if r["google_drive_id"] in large or r["google_drive_id"] in small[:10]:
+        if r["source_id"] in large or r["source_id"] in small[:10]:
             digest = hashlib.md5()
             async for chunk in storage.stream(r["storage_key"]):
                 digest.update(chunk)
-            assert digest.hexdigest() == emu.md5_of(r["google_drive_id"])
+            assert digest.hexdigest() == kit.md5_of(r["source_id"])
     # Exactly once in storage too: one object per image (plus its thumbnail), nothing else.
-    keys = [k async for k in storage.list_keys(settings.s3_prefix_normalised + "google_drive/")]
+    keys = [k async for k in storage.list_keys(f"{settings.s3_prefix_normalised}{kit.source}/")]
     assert sorted(keys) == sorted(r["storage_key"] for r in rows)
     assert await storage.open_uploads(settings.s3_prefix_normalised) == []
     # Both processes took part.
     assert b"batch claimed" in log_a.read_bytes()
     assert b"batch claimed" in log_b.read_bytes()
-
 
 
 async def test_sigterm_hands_claimed_items_back(settings: AppSettings, drive: RunningEmulator,
@@ -149,7 +150,7 @@ async def test_sigterm_hands_claimed_items_back(settings: AppSettings, drive: Ru
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
     redis = await create_arq_pool(settings)
     try:
-        row = await control.create_import(pool, redis, FolderRef(root), root)
+        row = await control.create_import(pool, redis, parse_link(root))
         for _ in range(600):
             claimed = await pool.fetchval(
                 "SELECT count(*) FROM import_items WHERE import_id = $1 AND status = 'in_progress'", row["id"])

@@ -6,18 +6,16 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from aiohttp import web
 
 from fotoowl.cli_import import EXIT_BAD_INPUT, EXIT_OK, cmd_images, cmd_import, cmd_imports, redacted_url
-from fotoowl.config import DEFAULT_DRIVE_API_URL, AppSettings, ConfigError, Secret
+from fotoowl.config import AppSettings, ConfigError, Secret
 from fotoowl.logs import setup_logging
 
 # The tests (and any older caller) know the redaction under this name.
 _redacted_url = redacted_url
-DEMO_API_KEY = "fotoowl-demo-key"
 
 
 
@@ -136,9 +134,10 @@ def cmd_migrate(settings: AppSettings, args: argparse.Namespace) -> int:
 
 def cmd_dev(settings: AppSettings, args: argparse.Namespace) -> int:
     from fotoowl import embedded
+    from fotoowl.demo import demo_sources, drive_demo, dropbox_demo, with_demo_credentials
     from fotoowl.storage_backends import ensure_bucket
     from fotoowl.web.app import create_app
-    from fotoowl.web.keys import DEMO_FOLDER_URL
+    from fotoowl.web.keys import DEMO_FOLDERS
 
     data_dir = settings.data_dir.absolute()
     starters = []
@@ -164,41 +163,27 @@ def cmd_dev(settings: AppSettings, args: argparse.Namespace) -> int:
         for server in servers:
             print(f"  {server.name:<10} {server.url}", flush=True)
         asyncio.run(ensure_bucket(settings))
-        demo = not settings.google_api_key and settings.drive_api_url == DEFAULT_DRIVE_API_URL
-        if demo:
-            settings = settings.replace(google_api_key=Secret(DEMO_API_KEY))
+        demo = demo_sources(settings)
+        settings = with_demo_credentials(settings, demo)
         app = create_app(settings)
-        if demo:
-            app.cleanup_ctx.insert(0, _demo_emulator_ctx(args.demo_images))
+        # Before the embedded workers start, which read the emulators' addresses from the settings.
+        if "dropbox" in demo:
+            app.cleanup_ctx.insert(0, dropbox_demo(args.demo_images))
+        if "google_drive" in demo:
+            app.cleanup_ctx.insert(0, drive_demo(args.demo_images))
 
         async def announce(app: web.Application) -> None:
             print(f"\nfotoowl is running: http://{settings.host}:{settings.port}/", flush=True)
-            if demo:
-                print("No Google API key is configured (FOTOOWL_GOOGLE_API_KEY), so imports use the built-in\n"
-                      f"Drive emulator. Try its sample folder: {app[DEMO_FOLDER_URL]}", flush=True)
+            demo_folders: dict[str, str] = app[DEMO_FOLDERS] if DEMO_FOLDERS in app else {}  # noqa: SIM401
+            for label, url in demo_folders.items():
+                print(f"No {label} credentials are configured, so imports use the built-in {label} emulator.\n"
+                      f"  Try its sample folder: {url}", flush=True)
             print("Press Ctrl-C to stop.", flush=True)
 
         app.on_startup.append(announce)
         web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None)
     print("fotoowl dev: stopped", flush=True)
     return EXIT_OK
-
-
-def _demo_emulator_ctx(n_images: int) -> Any:
-    """Serve a sample folder from the Drive emulator in the app's own loop; point the app at it."""
-    from fotoowl.testing.drive_emulator import DriveEmulator, build_demo_tree, start_emulator
-    from fotoowl.web.keys import DEMO_FOLDER_URL, SETTINGS
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        emu = DriveEmulator(api_keys={DEMO_API_KEY}, seed=7)
-        tree = build_demo_tree(emu, n_images, seed=7)
-        runner, api_url = await start_emulator(emu)
-        app[SETTINGS] = app[SETTINGS].replace(drive_api_url=api_url)
-        app[DEMO_FOLDER_URL] = tree.link
-        yield
-        await runner.cleanup()
-
-    return ctx
 
 
 def cmd_drive_emulator(settings: AppSettings, args: argparse.Namespace) -> int:

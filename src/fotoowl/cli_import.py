@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from rich.console import Console
@@ -34,6 +33,7 @@ from fotoowl.client import (
 )
 from fotoowl.config import DEFAULT_DRIVE_API_URL, AppSettings
 from fotoowl.models import Import
+from fotoowl.sources.base import FolderLink
 from fotoowl.statuses import FINISHED, ImportStatus
 
 EXIT_OK, EXIT_FAILED_FILES, EXIT_BAD_INPUT, EXIT_IMPORT_FAILED, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
@@ -285,13 +285,15 @@ def _minute(moment: datetime) -> str:
 # --- --direct: PostgreSQL and Redis, no server ------------------------------------------------------
 
 def _direct_import(settings: AppSettings, args: argparse.Namespace) -> int:
-    from fotoowl.sources.google_drive.links import InvalidFolderLink, parse_folder_link
+    from fotoowl.sources.base import InvalidLink
+    from fotoowl.sources.links import parse_link
 
     try:
-        ref = parse_folder_link(args.url)
-    except InvalidFolderLink as exc:
+        link = parse_link(args.url)
+    except InvalidLink as exc:
         return _fail(args, EXIT_BAD_INPUT, "invalid_folder_url", str(exc))
-    if not settings.google_api_key and settings.drive_api_url == DEFAULT_DRIVE_API_URL:
+    no_drive_key = not settings.google_api_key and settings.drive_api_url == DEFAULT_DRIVE_API_URL
+    if link.source == "google_drive" and no_drive_key:
         return _fail(args, EXIT_BAD_INPUT, "no_api_key",
                      "No Google API key: set FOTOOWL_GOOGLE_API_KEY (see the README for how to get one).")
     missing = [name for name, value in (("FOTOOWL_DATABASE_URL", settings.database_url),
@@ -301,7 +303,7 @@ def _direct_import(settings: AppSettings, args: argparse.Namespace) -> int:
                      f"`fotoowl import --direct` needs {' and '.join(missing)}; without --direct it asks the "
                      "server at FOTOOWL_URL instead")
     try:
-        return asyncio.run(_direct(settings, args, ref))
+        return asyncio.run(_direct(settings, args, link))
     except _Unavailable as exc:
         return _fail(args, EXIT_UNAVAILABLE, exc.code, exc.message)
     except KeyboardInterrupt:
@@ -320,7 +322,7 @@ def _unavailable(service: str, code: str, url: str, exc: BaseException) -> _Unav
     return _Unavailable(code, f"cannot connect to {service} at {redacted_url(url)} ({detail})")
 
 
-async def _direct(settings: AppSettings, args: argparse.Namespace, ref: Any) -> int:
+async def _direct(settings: AppSettings, args: argparse.Namespace, link: FolderLink) -> int:
     import asyncpg
     import redis.asyncio as aioredis
     from redis.exceptions import RedisError
@@ -350,7 +352,7 @@ async def _direct(settings: AppSettings, args: argparse.Namespace, ref: Any) -> 
     try:
         async with pool.acquire() as conn:
             await migrate(conn)
-        row = await control.create_import(pool, redis, ref, args.url.strip(), recursive=not args.no_recursive)
+        row = await control.create_import(pool, redis, link, recursive=not args.no_recursive)
         import_id = row["id"]
         if not args.wait:
             _print_queued(Import.from_row(row), args, f"/imports/{import_id}")

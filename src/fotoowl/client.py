@@ -100,9 +100,13 @@ class FotoowlClient:
 
     # --- the operations ---
 
-    async def start_import(self, folder_url: str, recursive: bool = True) -> ImportAccepted:
-        body = await self._request("POST", "/import/google-drive",
-                                   json_body={"folder_url": folder_url, "recursive": recursive})
+    async def start_import(self, folder_url: str, recursive: bool = True,
+                           password: str | None = None) -> ImportAccepted:
+        """Any source's link: the server recognises which (Google Drive, Dropbox)."""
+        payload: dict[str, object] = {"folder_url": folder_url, "recursive": recursive}
+        if password is not None:
+            payload["password"] = password
+        body = await self._request("POST", "/imports", json_body=payload)
         return self._parse(ImportAccepted, body)
 
     async def get_import(self, import_id: int) -> Import:

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 PREFIX = "FOTOOWL_"
 DEFAULT_DRIVE_API_URL = "https://www.googleapis.com/drive/v3"
+DEFAULT_DROPBOX_API_URL = "https://api.dropboxapi.com"
+DEFAULT_DROPBOX_CONTENT_URL = "https://content.dropboxapi.com"
 
 
 class ConfigError(ValueError):
@@ -59,6 +61,13 @@ class AppSettings:
     file_root: Path = Path(".fotoowl/files")
     google_api_key: Secret = field(default_factory=lambda: Secret(""))
     drive_api_url: str = DEFAULT_DRIVE_API_URL
+    # A Dropbox app's key and secret: shared folders are read with app authentication, no user token.
+    dropbox_app_key: str = ""
+    dropbox_app_secret: Secret = field(default_factory=lambda: Secret(""))
+    dropbox_api_url: str = DEFAULT_DROPBOX_API_URL
+    dropbox_content_url: str = DEFAULT_DROPBOX_CONTENT_URL
+    # Dropbox documents no number; rate-limit answers halve the pace as for Drive.
+    dropbox_rate_per_s: float = 20.0
     host: str = "127.0.0.1"
     port: int = 8000
     api_token: Secret = field(default_factory=lambda: Secret(""))
@@ -131,6 +140,8 @@ class AppSettings:
             ("redis_url", ("redis", "rediss", "unix")),
             ("s3_endpoint_url", ("http", "https")),
             ("drive_api_url", ("http", "https")),
+            ("dropbox_api_url", ("http", "https")),
+            ("dropbox_content_url", ("http", "https")),
         ):
             value = getattr(self, name)
             if value and urlsplit(value).scheme not in schemes:

@@ -16,6 +16,16 @@ DRIVE_RETRIES = Counter(
     "Drive requests retried after a transient failure, by reason.",
     ["reason"],
 )
+DROPBOX_REQUESTS = Counter(
+    "fotoowl_dropbox_requests_total",
+    "Requests sent to the Dropbox API, by kind and HTTP status (or 'error' for a transport failure).",
+    ["kind", "status"],
+)
+DROPBOX_RETRIES = Counter(
+    "fotoowl_dropbox_retries_total",
+    "Dropbox requests retried after a transient failure, by reason.",
+    ["reason"],
+)
 FILES = Counter(
     "fotoowl_files_total",
     "Files handled by the import pipeline, by outcome (imported, skipped, failed) and reason.",

@@ -22,6 +22,7 @@ Time = Annotated[datetime, PlainSerializer(lambda t: t.astimezone(UTC).isoformat
                                            return_type=str),
                  WithJsonSchema({"type": "string", "format": "date-time"}, mode="serialization")]
 Count = Annotated[int, Field(ge=0)]
+SourceName = Literal["google_drive", "dropbox"]
 Id = Annotated[int, Field(ge=1)]
 Cursor = Annotated[str | None, Field(description="Pass as `cursor` to get the next page; null on the last page.")]
 
@@ -51,12 +52,15 @@ class Error(Answer):
 # --- imports --------------------------------------------------------------------------------------
 
 class ImportRequest(BaseModel):
-    """The body of POST /import/google-drive."""
+    """The body of POST /imports, /import/google-drive and /import/dropbox."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    folder_url: str = Field(max_length=MAX_URL_CHARS, description="A link to a public Google Drive folder, or its id.")
+    folder_url: str = Field(max_length=MAX_URL_CHARS,
+                            description="A link to a shared folder: Google Drive (or a Drive folder id) or Dropbox.")
     recursive: bool = Field(default=True, description="Also import the images of every subfolder.")
+    password: str | None = Field(default=None, max_length=500,
+                                 description="The password of a password-protected Dropbox link.")
 
 
 class ImportAccepted(Answer):
@@ -103,7 +107,7 @@ class ImportUrls(Answer):
 
 class Import(Answer):
     id: Id
-    source: Literal["google_drive"]
+    source: SourceName
     folder_id: str
     folder_url: str
     folder_name: str | None = Field(description="Known once listing has started.")
@@ -202,12 +206,16 @@ class Camera(Answer):
 class Image(Answer):
     id: Id
     name: str
-    google_drive_id: str
+    source: SourceName
+    source_id: str = Field(description="The file's id at its source.")
+    google_drive_id: str | None = Field(description="The Drive file id (Drive images only; null for others).")
     size: Count
     mime_type: str
     storage_path: str = Field(description="Where the original is, e.g. s3://bucket/key.")
-    source: str
-    md5: str | None
+    md5: str | None = Field(description="MD5 of the stored bytes.")
+    checksum: str | None = Field(description="The checksum the source lists for the file, verified on copy.")
+    checksum_kind: str | None = Field(description="How `checksum` is computed: `md5` (Drive) or "
+                                                  "`dropbox_content_hash` (Dropbox).")
     width: int | None = Field(ge=0)
     height: int | None = Field(ge=0)
     taken_time: str | None = Field(description="As the camera wrote it (EXIF DateTimeOriginal).")
@@ -224,8 +232,10 @@ class Image(Answer):
     def from_row(cls, row: Mapping[str, Any]) -> Image:
         image_id = row["id"]
         return cls(
-            id=image_id, name=row["name"], google_drive_id=row["google_drive_id"], size=row["size"],
-            mime_type=row["mime_type"], storage_path=row["storage_path"], source=row["source"], md5=row["md5"],
+            id=image_id, name=row["name"], source=row["source"], source_id=row["source_id"],
+            google_drive_id=row["google_drive_id"], size=row["size"], mime_type=row["mime_type"],
+            storage_path=row["storage_path"], md5=row["md5"], checksum=row["checksum"],
+            checksum_kind=row["checksum_kind"],
             width=row["width"], height=row["height"], taken_time=row["taken_time"],
             camera=Camera(make=row["camera_make"], model=row["camera_model"]), folder_path=row["folder_path"],
             import_id=row["import_id"], imported_at=row["imported_at"], drive_created_at=row["drive_created_at"],

@@ -32,8 +32,10 @@ from fotoowl.pacer import RedisPacer
 from fotoowl.pipeline import control, listing, sweeper, transfer
 from fotoowl.pipeline.deps import Deps
 from fotoowl.resilience import LONGEST_WAIT_S, is_db_outage, is_redis_outage, wait_for_database
+from fotoowl.sources.base import Source, SourceError
+from fotoowl.sources.dropbox.source import DropboxSource
 from fotoowl.sources.google_drive.client import DriveClient
-from fotoowl.sources.google_drive.errors import DriveError
+from fotoowl.sources.google_drive.source import DriveSource
 from fotoowl.storage import Storage
 from fotoowl.storage_backends import open_storage
 from fotoowl.worker_http import serving
@@ -103,7 +105,23 @@ def drive_client(settings: AppSettings, session: aiohttp.ClientSession, redis: A
 def make_deps(settings: AppSettings, pool: asyncpg.Pool, redis: ArqRedis, storage: Storage,
               session: aiohttp.ClientSession) -> Deps:
     return Deps(settings=settings, pool=pool, redis=redis, storage=storage,
-                         drive=drive_client(settings, session, redis))
+                sources=open_sources(settings, session, redis))
+
+
+def open_sources(settings: AppSettings, session: aiohttp.ClientSession, redis: ArqRedis) -> dict[str, Source]:
+    """Every source this process can read, by name (Dropbox only with an app key and secret)."""
+    sources: dict[str, Source] = {}
+    drive = DriveSource(drive_client(settings, session, redis))
+    sources[drive.name] = drive
+    if settings.dropbox_app_key and settings.dropbox_app_secret:
+        key = settings.dropbox_app_key
+        bucket = "fotoowl:pacer:dropbox:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+        pacer = RedisPacer(redis, bucket, settings.dropbox_rate_per_s, max(1, int(settings.dropbox_rate_per_s)))
+        dropbox = DropboxSource(session, app_key=key, app_secret=settings.dropbox_app_secret.get(),
+                                api_url=settings.dropbox_api_url, content_url=settings.dropbox_content_url,
+                                pacer=pacer, max_tries=settings.drive_max_tries)
+        sources[dropbox.name] = dropbox
+    return sources
 
 
 @contextlib.asynccontextmanager
@@ -148,12 +166,12 @@ async def list_import(ctx: dict[str, Any], import_id: int) -> None:
                     extra=extra)
         await wait_for_database(deps.pool)
         raise Retry(defer=1.0) from error
-    if isinstance(error, DriveError) and not error.transient:
-        await control.fail_import(deps.pool, import_id, error.reason or "drive_error", str(error))
+    if isinstance(error, SourceError) and not error.transient:
+        await control.fail_import(deps.pool, import_id, error.reason or "source_error", str(error))
         return
-    if isinstance(error, DriveError):
+    if isinstance(error, SourceError):
         code, message = error.reason or f"http_{error.status}", str(error)
-        log.warning("listing hit a transient Drive error: %s", message, extra=extra)
+        log.warning("listing hit a transient source error: %s", message, extra=extra)
     else:
         code, message = "internal_error", f"unexpected error: {type(error).__name__}: {error}"
         log.error("listing failed unexpectedly", exc_info=error, extra=extra)

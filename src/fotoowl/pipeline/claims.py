@@ -62,7 +62,7 @@ WITH lost AS (
            lease_token = NULL, lease_expires_at = NULL, updated_at = now()
     WHERE import_id = $1 AND attempts >= $2
       AND ((status = 'in_progress' AND lease_expires_at < now()) OR status = 'pending')
-    RETURNING upload_id, file_id, mime_type
+    RETURNING upload_id, file_id, mime_type, (SELECT source FROM imports WHERE id = $1) AS source
 ), counted AS (
     UPDATE imports SET failed_count = failed_count + (SELECT count(*) FROM lost), updated_at = now()
     WHERE id = $1 AND EXISTS (SELECT 1 FROM lost)
@@ -77,19 +77,25 @@ WITH done AS (
     FROM staged_images s
     WHERE it.id = s.item_id AND it.status = 'in_progress' AND it.lease_token = s.lease_token
     RETURNING it.*
+), origin AS (
+    SELECT source FROM imports WHERE id = $1
 ), written AS (
-    INSERT INTO images (source, google_drive_id, name, size, mime_type, storage_path, storage_key,
-                        thumbnail_key, md5, width, height, taken_time, camera_make, camera_model,
-                        folder_path, drive_created_at, drive_modified_at, import_id, imported_at)
-    SELECT 'google_drive', d.file_id, d.name, s.size_bytes, d.mime_type, s.storage_path, s.storage_key,
-           s.thumbnail_key, s.md5, coalesce(d.width, s.width), coalesce(d.height, s.height), d.taken_time,
+    -- The source's own checksum when it lists one, else the MD5 computed as the bytes went up.
+    INSERT INTO images (source, source_id, google_drive_id, name, size, mime_type, storage_path, storage_key,
+                        thumbnail_key, md5, checksum, checksum_kind, width, height, taken_time, camera_make,
+                        camera_model, folder_path, drive_created_at, drive_modified_at, import_id, imported_at)
+    SELECT o.source, d.file_id, CASE WHEN o.source = 'google_drive' THEN d.file_id END, d.name, s.size_bytes,
+           d.mime_type, s.storage_path, s.storage_key, s.thumbnail_key, s.md5,
+           coalesce(d.checksum, s.md5), CASE WHEN d.checksum IS NOT NULL THEN d.checksum_kind ELSE 'md5' END,
+           coalesce(d.width, s.width), coalesce(d.height, s.height), d.taken_time,
            d.camera_make, d.camera_model, d.folder_path, d.drive_created_at, d.drive_modified_at,
            d.import_id, now()
-    FROM done d JOIN staged_images s ON s.item_id = d.id
-    ON CONFLICT (source, google_drive_id) DO UPDATE SET
+    FROM done d JOIN staged_images s ON s.item_id = d.id CROSS JOIN origin o
+    ON CONFLICT (source, source_id) DO UPDATE SET
         name = EXCLUDED.name, size = EXCLUDED.size, mime_type = EXCLUDED.mime_type,
         storage_path = EXCLUDED.storage_path, storage_key = EXCLUDED.storage_key,
-        thumbnail_key = EXCLUDED.thumbnail_key, md5 = EXCLUDED.md5, width = EXCLUDED.width,
+        thumbnail_key = EXCLUDED.thumbnail_key, md5 = EXCLUDED.md5, checksum = EXCLUDED.checksum,
+        checksum_kind = EXCLUDED.checksum_kind, width = EXCLUDED.width,
         height = EXCLUDED.height, taken_time = EXCLUDED.taken_time, camera_make = EXCLUDED.camera_make,
         camera_model = EXCLUDED.camera_model, folder_path = EXCLUDED.folder_path,
         drive_created_at = EXCLUDED.drive_created_at, drive_modified_at = EXCLUDED.drive_modified_at,
@@ -110,7 +116,7 @@ async def fail_exhausted(deps: Deps, import_id: int) -> int:
     for row in rows:
         FILES.labels("failed", "worker_lost").inc()
         if row["upload_id"]:
-            await deps.storage.abort_upload(object_key(deps.settings, row["file_id"], row["mime_type"]),
+            await deps.storage.abort_upload(object_key(deps.settings, row["source"], row["file_id"], row["mime_type"]),
                                             row["upload_id"])
     if rows:
         log.warning("%d items failed: their workers stopped mid-copy too often", len(rows),
@@ -133,14 +139,16 @@ class ClaimedItem:
     name: str
     mime_type: str
     size_bytes: int
-    md5: str | None
+    checksum: str | None
+    checksum_kind: str | None
     attempts: int
     upload_id: str | None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> ClaimedItem:
         return cls(id=row["id"], import_id=row["import_id"], file_id=row["file_id"], resource_key=row["resource_key"],
-                   name=row["name"], mime_type=row["mime_type"], size_bytes=int(row["size_bytes"]), md5=row["md5"],
+                   name=row["name"], mime_type=row["mime_type"], size_bytes=int(row["size_bytes"]),
+                   checksum=row["checksum"], checksum_kind=row["checksum_kind"],
                    attempts=row["attempts"], upload_id=row["upload_id"])
 
 

@@ -10,17 +10,17 @@ from arq import ArqRedis
 
 from fotoowl.config import AppSettings
 from fotoowl.resilience import is_redis_outage
-from fotoowl.sources.google_drive.links import FolderRef
+from fotoowl.sources.base import FolderLink
 from fotoowl.statuses import ACTIVE, RETRYABLE
 
 log = logging.getLogger("fotoowl.pipeline.control")
 
-async def create_import(pool: asyncpg.Pool, redis: ArqRedis, ref: FolderRef, folder_url: str, *,
+async def create_import(pool: asyncpg.Pool, redis: ArqRedis, link: FolderLink, *,
                         recursive: bool = True) -> asyncpg.Record:
     row = await pool.fetchrow(
-        """INSERT INTO imports (folder_id, folder_url, resource_key, recursive)
-           VALUES ($1, $2, $3, $4) RETURNING *""",
-        ref.folder_id, folder_url, ref.resource_key, recursive,
+        """INSERT INTO imports (source, folder_id, folder_url, resource_key, link_password, recursive)
+           VALUES ($1, $2, $3, $4, $5, $6) RETURNING *""",
+        link.source, link.folder_id, link.url, link.key, link.password, recursive,
     )
     assert row is not None
     try:

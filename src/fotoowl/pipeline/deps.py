@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 from arq import ArqRedis
@@ -14,7 +17,7 @@ from fotoowl.config import AppSettings
 from fotoowl.liveness import Heartbeat
 from fotoowl.pipeline.limits import ByteBudget, ClaimRoom
 from fotoowl.resilience import OutageGate
-from fotoowl.sources.google_drive.client import DriveClient
+from fotoowl.sources.base import FolderLink, Source, SourceConfigError
 from fotoowl.storage import Storage
 
 _PROBE_KEY = "_fotoowl/probe"
@@ -28,7 +31,8 @@ class Deps:
     pool: asyncpg.Pool
     redis: ArqRedis
     storage: Storage
-    drive: DriveClient
+    # Every source this process can read, by name ("google_drive", "dropbox").
+    sources: Mapping[str, Source]
     # Bounds files in flight for the whole process, across all jobs.
     semaphore: asyncio.Semaphore = field(init=False)
     # Bounds the items this process holds claimed, so it never sits on work another could be doing.
@@ -54,7 +58,21 @@ class Deps:
         self.storage_gate = OutageGate(
             "storage", lambda: self.storage.probe_write(probe_key))
 
+    def source(self, name: str) -> Source:
+        try:
+            return self.sources[name]
+        except KeyError:
+            raise SourceConfigError(f"This server is not set up to read {name} folders.",
+                                    reason="source_not_configured") from None
+
     def close(self) -> None:
         self.thumbnail_executor.shutdown(wait=False, cancel_futures=True)
         self.storage_gate.cancel()
 
+
+
+def folder_link(source: Source, row: Mapping[str, Any]) -> FolderLink:
+    """The folder an import row names, as its source reads it (the link as pasted, and its password)."""
+    link = source.parse_link(row["folder_url"])
+    password = row.get("link_password")
+    return dataclasses.replace(link, password=password) if password else link

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from fotoowl.pipeline.deps import Deps
-from fotoowl.pipeline.keys import SOURCE, object_key
+from fotoowl.pipeline.keys import object_key, source_prefix
 from fotoowl.storage import MIN_PART_SIZE_BYTES
 
 log = logging.getLogger("fotoowl.pipeline.finalise")
@@ -42,9 +42,10 @@ async def abort_orphan_uploads(deps: Deps, import_id: int) -> int:
     )
     if not rows:
         return 0
-    keys = {object_key(deps.settings, r["file_id"], r["mime_type"]) for r in rows}
+    source = await deps.pool.fetchval("SELECT source FROM imports WHERE id = $1", import_id)
+    keys = {object_key(deps.settings, source, r["file_id"], r["mime_type"]) for r in rows}
     aborted = 0
-    for upload in await deps.storage.open_uploads(f"{deps.settings.s3_prefix_normalised}{SOURCE}/"):
+    for upload in await deps.storage.open_uploads(source_prefix(deps.settings, source)):
         if upload.key in keys:
             await deps.storage.abort_upload(upload.key, upload.upload_id)
             aborted += 1

@@ -14,13 +14,10 @@ import asyncpg
 
 from fotoowl.metrics import FILES
 from fotoowl.pipeline.control import enqueue_transfers, fail_import, lanes
-from fotoowl.pipeline.deps import Deps
+from fotoowl.pipeline.deps import Deps, folder_link
 from fotoowl.pipeline.finalise import finalise
 from fotoowl.resilience import is_redis_outage
-from fotoowl.sources.base import FolderNotAccessible
-from fotoowl.sources.google_drive.errors import DriveConfigError
-from fotoowl.sources.google_drive.links import FolderRef
-from fotoowl.sources.google_drive.models import DriveFile, SkippedFile
+from fotoowl.sources.base import Entry, FolderNotAccessible, Skipped, SourceConfigError
 from fotoowl.statuses import ACTIVE
 
 log = logging.getLogger("fotoowl.pipeline.listing")
@@ -32,28 +29,30 @@ LISTING_HEARTBEAT_S = 5.0
 
 # --- listing --------------------------------------------------------------------------------------
 
+# An item is skipped at listing when the same source already gave us these bytes: same source id,
+# same checksum of the same kind.
 _INSERT_ITEMS = """
 WITH input AS (
     SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
-                         $8::text[], $9::int[], $10::int[], $11::text[], $12::text[], $13::text[],
-                         $14::timestamptz[], $15::timestamptz[], $16::text[], $17::text[])
-        AS t(file_id, resource_key, name, folder_path, mime_type, size_bytes, md5, width, height,
+                         $8::text[], $9::text[], $10::int[], $11::int[], $12::text[], $13::text[], $14::text[],
+                         $15::timestamptz[], $16::timestamptz[], $17::text[], $18::text[])
+        AS t(file_id, locator, name, folder_path, mime_type, size_bytes, checksum, checksum_kind, width, height,
              taken_time, camera_make, camera_model, created, modified, skip_code, skip_message)
 ), ins AS (
     INSERT INTO import_items (import_id, file_id, resource_key, name, folder_path, mime_type, size_bytes,
-                              md5, width, height, taken_time, camera_make, camera_model,
+                              md5, checksum, checksum_kind, width, height, taken_time, camera_make, camera_model,
                               drive_created_at, drive_modified_at, status, error_code, error_message)
-    SELECT $1, i.file_id, i.resource_key, i.name, i.folder_path, i.mime_type, i.size_bytes, i.md5,
+    SELECT $1, i.file_id, i.locator, i.name, i.folder_path, i.mime_type, i.size_bytes,
+           CASE WHEN i.checksum_kind = 'md5' THEN i.checksum END, i.checksum, i.checksum_kind,
            i.width, i.height, i.taken_time, i.camera_make, i.camera_model, i.created, i.modified,
-           CASE WHEN i.skip_code IS NOT NULL OR (img.md5 IS NOT NULL AND img.md5 = i.md5)
-                THEN 'skipped' ELSE 'pending' END,
+           CASE WHEN i.skip_code IS NOT NULL OR img.id IS NOT NULL THEN 'skipped' ELSE 'pending' END,
            CASE WHEN i.skip_code IS NOT NULL THEN i.skip_code
-                WHEN img.md5 IS NOT NULL AND img.md5 = i.md5 THEN 'already_imported' END,
+                WHEN img.id IS NOT NULL THEN 'already_imported' END,
            CASE WHEN i.skip_code IS NOT NULL THEN i.skip_message
-                WHEN img.md5 IS NOT NULL AND img.md5 = i.md5
-                THEN 'already imported with the same MD5 checksum' END
+                WHEN img.id IS NOT NULL THEN 'already imported with the same checksum' END
     FROM input i
-    LEFT JOIN images img ON img.source = 'google_drive' AND img.google_drive_id = i.file_id
+    LEFT JOIN images img ON img.source = $19 AND img.source_id = i.file_id
+                        AND img.checksum = i.checksum AND img.checksum_kind = i.checksum_kind
     ON CONFLICT (import_id, file_id) DO NOTHING
     RETURNING status, size_bytes
 )
@@ -69,24 +68,25 @@ RETURNING (SELECT count(*) FROM ins WHERE status = 'pending') AS pending,
 """
 
 
-async def insert_items(pool: asyncpg.Pool, import_id: int,
-                       batch: Sequence[DriveFile | SkippedFile]) -> tuple[int, str]:
+async def insert_items(pool: asyncpg.Pool, import_id: int, source: str,
+                       batch: Sequence[Entry | Skipped]) -> tuple[int, str]:
     """Record one listed page; returns (new pending items, import status)."""
-    cols: list[list[Any]] = [[] for _ in range(16)]
+    cols: list[list[Any]] = [[] for _ in range(17)]
     for entry in batch:
-        if isinstance(entry, DriveFile):
+        if isinstance(entry, Entry):
             values: tuple[Any, ...] = (
-                entry.id, entry.resource_key, entry.name, entry.folder_path, entry.mime_type,
-                entry.size_bytes, entry.md5, entry.width, entry.height, entry.taken_time, entry.camera_make,
-                entry.camera_model, entry.created_time, entry.modified_time, None, None,
+                entry.source_id, entry.locator, entry.name, entry.folder_path, entry.mime_type,
+                entry.size_bytes or 0, entry.checksum, entry.checksum_kind, entry.width, entry.height,
+                entry.taken_time, entry.camera_make, entry.camera_model, entry.created_at, entry.modified_at,
+                None, None,
             )
         else:
-            values = (entry.id, None, entry.name, entry.folder_path, entry.mime_type, 0, None, None, None,
-                      None, None, None, None, None, entry.reason, entry.message)
+            values = (entry.source_id, None, entry.name, entry.folder_path, entry.mime_type, 0, None, None, None,
+                      None, None, None, None, None, None, entry.reason, entry.message)
             FILES.labels("skipped", entry.reason).inc()
         for col, value in zip(cols, values, strict=True):
             col.append(pg_text(value) if isinstance(value, str) else value)
-    row = await pool.fetchrow(_INSERT_ITEMS, import_id, *cols)
+    row = await pool.fetchrow(_INSERT_ITEMS, import_id, *cols, source)
     assert row is not None
     return int(row["pending"]), str(row["status"])
 
@@ -103,7 +103,7 @@ def pg_text(value: str) -> str:
 
 
 async def list_import(deps: Deps, import_id: int) -> None:
-    """The listing job: stream Drive pages into item rows and start transfers as items appear."""
+    """The listing job: stream the source's pages into item rows and start transfers as items appear."""
     row = await deps.pool.fetchrow(
         """UPDATE imports SET status = 'listing', started_at = coalesce(started_at, now()),
                   heartbeat_at = now(), list_attempts = list_attempts + 1, updated_at = now()
@@ -145,26 +145,30 @@ async def record_list_failure(pool: asyncpg.Pool, import_id: int, code: str, mes
     return failures or 0
 
 
+def configuration_error_code(source: str) -> str:
+    return DRIVE_CONFIGURATION_ERROR if source == "google_drive" else f"{source}_configuration_error"
+
+
 async def _list(deps: Deps, import_id: int, row: asyncpg.Record) -> None:
-    ref = FolderRef(row["folder_id"], row["resource_key"])
+    source = deps.source(row["source"])
+    link = folder_link(source, row)
     extra = {"import_id": import_id}
     try:
-        folder = await deps.drive.get_folder(ref)
+        name = await source.folder_name(link)
     except FolderNotAccessible as exc:
         await fail_import(deps.pool, import_id, FOLDER_NOT_ACCESSIBLE, str(exc))
         return
-    except DriveConfigError as exc:
-        await fail_import(deps.pool, import_id, DRIVE_CONFIGURATION_ERROR, str(exc))
+    except SourceConfigError as exc:
+        await fail_import(deps.pool, import_id, configuration_error_code(source.name), str(exc))
         return
-    await deps.pool.execute("UPDATE imports SET folder_name = $2 WHERE id = $1", import_id,
-                            str(folder.get("name") or ""))
-    log.info("listing started", extra={**extra, "folder_id": ref.folder_id})
+    await deps.pool.execute("UPDATE imports SET folder_name = $2 WHERE id = $1", import_id, pg_text(name))
+    log.info("listing started", extra={**extra, "folder_id": link.folder_id, "source": source.name})
     pages = 0
-    async for batch in deps.drive.walk(ref, recursive=row["recursive"]):
+    async for batch in source.walk(link, recursive=row["recursive"]):
         pages += 1
         if not batch:
             continue
-        pending, status = await insert_items(deps.pool, import_id, batch)
+        pending, status = await insert_items(deps.pool, import_id, source.name, batch)
         if status not in ACTIVE:
             log.info("listing stopped: import is %s", status, extra=extra)
             return

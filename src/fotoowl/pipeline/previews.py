@@ -19,7 +19,7 @@ log = logging.getLogger("fotoowl.pipeline.previews")
 
 PREVIEW_MAX_SOURCE_BYTES = 64 * 1024 * 1024
 
-async def make_preview(deps: Deps, item: ClaimedItem, key: str,
+async def make_preview(deps: Deps, source: str, item: ClaimedItem, key: str,
                      stored: StoredObject) -> tuple[str | None, int | None, int | None]:
     """A preview from the body still in memory, or read back when it went up in parts; never fatal."""
     settings = deps.settings
@@ -37,7 +37,7 @@ async def make_preview(deps: Deps, item: ClaimedItem, key: str,
                                                    settings.thumbnail_px)
         if thumb is None:
             return None, None, None
-        tkey = thumbnail_key(settings, item.file_id)
+        tkey = thumbnail_key(settings, source, item.file_id)
         await deps.storage.put_bytes(tkey, thumb.data, content_type=THUMBNAIL_CONTENT_TYPE)
     except (ClientError, BotoCoreError, OSError) as exc:
         # The original is safely stored; a missing preview shows as a placeholder.

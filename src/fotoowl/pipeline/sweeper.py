@@ -68,17 +68,17 @@ async def _close_abandoned(deps: Deps) -> None:
     """Items of cancelled imports left in progress by a dead worker, and their open uploads."""
     rows = await deps.pool.fetch(
         """WITH stale AS (
-               SELECT it.id, it.file_id, it.mime_type, it.upload_id FROM import_items it
+               SELECT it.id, it.file_id, it.mime_type, it.upload_id, i.source FROM import_items it
                JOIN imports i ON i.id = it.import_id
                WHERE i.status = 'cancelled' AND it.status = 'in_progress' AND it.lease_expires_at < now()
                FOR UPDATE OF it SKIP LOCKED)
            UPDATE import_items it SET status = 'cancelled', lease_token = NULL, lease_expires_at = NULL,
                   upload_id = NULL, updated_at = now()
            FROM stale WHERE it.id = stale.id
-           RETURNING stale.file_id, stale.mime_type, stale.upload_id"""
+           RETURNING stale.file_id, stale.mime_type, stale.upload_id, stale.source"""
     )
     for row in rows:
         if row["upload_id"]:
-            await deps.storage.abort_upload(object_key(deps.settings, row["file_id"], row["mime_type"]),
+            await deps.storage.abort_upload(object_key(deps.settings, row["source"], row["file_id"], row["mime_type"]),
                                             row["upload_id"])
 

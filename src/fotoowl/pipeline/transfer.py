@@ -30,12 +30,13 @@ from fotoowl.pipeline.claims import (
     release,
 )
 from fotoowl.pipeline.control import enqueue_transfers
-from fotoowl.pipeline.deps import Deps
+from fotoowl.pipeline.deps import Deps, folder_link
 from fotoowl.pipeline.finalise import finalise
 from fotoowl.pipeline.keys import object_key, stored_content_type
 from fotoowl.pipeline.previews import PREVIEW_MAX_SOURCE_BYTES, make_preview
 from fotoowl.resilience import is_db_outage, is_storage_outage, with_database
-from fotoowl.sources.google_drive.errors import DriveError
+from fotoowl.sources.base import FolderLink, Source, SourceError
+from fotoowl.sources.checksums import checksum_hasher, hashing
 from fotoowl.statuses import ImportStatus, ItemStatus
 from fotoowl.storage import ChecksumMismatch, StoredObject, part_size_for
 
@@ -49,6 +50,14 @@ RELEASE_TIMEOUT_S = 10.0
 
 class ImportCancelled(Exception):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where an import's files come from: its source and the folder's link as that source reads it."""
+
+    source: Source
+    link: FolderLink
 
 
 @dataclass
@@ -66,6 +75,12 @@ async def transfer_import(deps: Deps, import_id: int) -> int:
     finishing: a batch's slowest file never leaves the others' places idle. Outages of storage or the
     database pause the claims and resume them; they never end the job.
     """
+    row = await with_database(deps.pool, lambda: deps.pool.fetchrow(
+        "SELECT source, folder_url, link_password FROM imports WHERE id = $1", import_id))
+    if row is None:
+        return 0
+    source = deps.source(row["source"])
+    origin = Origin(source, folder_link(source, row))
     moved = 0
     batches: dict[asyncio.Task[int], _Batch] = {}
     # Hand over to a fresh job well before arq's job timeout, which would fail this one for good.
@@ -107,7 +122,7 @@ async def transfer_import(deps: Deps, import_id: int) -> int:
             if items:
                 log.info("batch claimed", extra={"import_id": import_id, "items": len(items)})
                 places = [deps.claim_room.place() for _ in items]
-                task = asyncio.create_task(_transfer_batch(deps, import_id, token, items, places))
+                task = asyncio.create_task(_transfer_batch(deps, origin, import_id, token, items, places))
                 # However the batch ends, cancelled before it ever ran included, its places come back.
                 task.add_done_callback(_giving_back(places))
                 batches[task] = _Batch(token, [item.id for item in items])
@@ -173,7 +188,7 @@ async def _claim(deps: Deps, import_id: int, token: uuid.UUID, limit: int) -> li
         raise
 
 
-async def _transfer_batch(deps: Deps, import_id: int, token: uuid.UUID, items: Sequence[ClaimedItem],
+async def _transfer_batch(deps: Deps, origin: Origin, import_id: int, token: uuid.UUID, items: Sequence[ClaimedItem],
                           places: Sequence[Callable[[], None]]) -> int:
     settings = deps.settings
     pool = deps.pool
@@ -184,7 +199,7 @@ async def _transfer_batch(deps: Deps, import_id: int, token: uuid.UUID, items: S
     for item, give_place in zip(items, places, strict=True):
         # A place is free for the next claim once the file is stored (its preview is bounded by
         # memory, not by places), or however else its copy ends.
-        task = asyncio.create_task(_copy_item(deps, item, token, give_place))
+        task = asyncio.create_task(_copy_item(deps, origin, item, token, give_place))
         task.add_done_callback(_giving_back([give_place]))
         tasks[task] = item.id
     watcher = asyncio.create_task(_watch(deps, import_id, token, set(tasks)))
@@ -284,14 +299,14 @@ async def _watch(deps: Deps, import_id: int, token: uuid.UUID, tasks: set[asynci
                         extra={"import_id": import_id})
 
 
-async def _copy_item(deps: Deps, item: ClaimedItem, token: uuid.UUID,
+async def _copy_item(deps: Deps, origin: Origin, item: ClaimedItem, token: uuid.UUID,
                      on_stored: Callable[[], None]) -> Copied | CopyFailed | CopyPaused:
     extra = {"import_id": item.import_id, "file_id": item.file_id}
     started = time.monotonic()
     outcome: CopyFailed | CopyPaused
     try:
-        copied = await _copy(deps, item, token, on_stored)
-    except DriveError as exc:
+        copied = await _copy(deps, origin, item, token, on_stored)
+    except SourceError as exc:
         outcome = CopyFailed(item.id, exc.reason or f"http_{exc.status}", str(exc), exc.transient)
     except ChecksumMismatch as exc:
         outcome = CopyFailed(item.id, "md5_mismatch", str(exc), transient=True)
@@ -330,9 +345,10 @@ class SizeMismatch(Exception):
     pass
 
 
-async def _copy(deps: Deps, item: ClaimedItem, token: uuid.UUID, on_stored: Callable[[], None]) -> Copied:
+async def _copy(deps: Deps, origin: Origin, item: ClaimedItem, token: uuid.UUID,
+                on_stored: Callable[[], None]) -> Copied:
     settings = deps.settings
-    key = object_key(settings, item.file_id, item.mime_type)
+    key = object_key(settings, origin.source.name, item.file_id, item.mime_type)
     size = int(item.size_bytes)
     wants_thumbnail = settings.thumbnail_px > 0 and 0 < size <= PREVIEW_MAX_SOURCE_BYTES
     part_size = part_size_for(size, settings.part_size_bytes)
@@ -345,7 +361,7 @@ async def _copy(deps: Deps, item: ClaimedItem, token: uuid.UUID, on_stored: Call
         # slot, so the two limits cannot deadlock.
         held_bytes = await deps.transfer_memory.acquire(memory_bytes)
         try:
-            stored = await _upload(deps, item, token, key, size)
+            stored = await _upload(deps, origin, item, token, key, size)
         except BaseException:
             await deps.transfer_memory.release(held_bytes)
             raise
@@ -356,14 +372,14 @@ async def _copy(deps: Deps, item: ClaimedItem, token: uuid.UUID, on_stored: Call
     thumb_key = width = height = None
     try:
         if wants_thumbnail:
-            thumb_key, width, height = await make_preview(deps, item, key, stored)
+            thumb_key, width, height = await make_preview(deps, origin.source.name, item, key, stored)
     finally:
         await deps.transfer_memory.release(held_bytes)
     return Copied(item.id, key, stored.storage_path, thumb_key, stored.md5_hex, stored.size_bytes,
                   width, height)
 
 
-async def _upload(deps: Deps, item: ClaimedItem, token: uuid.UUID, key: str, size: int) -> StoredObject:
+async def _upload(deps: Deps, origin: Origin, item: ClaimedItem, token: uuid.UUID, key: str, size: int) -> StoredObject:
     storage = deps.storage
     if item.upload_id:
         # A worker died mid-upload on this item: close what it left open.
@@ -373,17 +389,21 @@ async def _upload(deps: Deps, item: ClaimedItem, token: uuid.UUID, key: str, siz
         await with_database(deps.pool, lambda: deps.pool.execute(
             "UPDATE import_items SET upload_id = $2 WHERE id = $1 AND lease_token = $3", item.id, upload_id, token))
 
-    download = deps.drive.download(item.file_id, resource_key=item.resource_key,
-                                   chunk_size_bytes=deps.settings.chunk_size_bytes, expected_size_bytes=size,
-                                   compute_md5=False)
+    download = origin.source.open(origin.link, item.file_id, locator=item.resource_key,
+                                  expected_size_bytes=size or None, chunk_size_bytes=deps.settings.chunk_size_bytes)
+    # Storage checks an MD5 itself as the bytes go up; another kind of checksum is computed here.
+    checker = checksum_hasher(item.checksum_kind) if item.checksum and item.checksum_kind != "md5" else None
     try:
-        stored = await storage.upload(key, download, content_type=stored_content_type(item.mime_type),
-                                      expected_md5=item.md5, size_hint_bytes=size or None,
-                                      on_multipart_start=remember_upload)
+        stored = await storage.upload(key, hashing(download, checker) if checker else download,
+                                      content_type=stored_content_type(item.mime_type),
+                                      expected_md5=item.checksum if item.checksum_kind == "md5" else None,
+                                      size_hint_bytes=size or None, on_multipart_start=remember_upload)
     finally:
         await download.aclose()
     if size and stored.size_bytes != size:
-        raise SizeMismatch(f"Drive says {size} bytes, received {stored.size_bytes}")
+        raise SizeMismatch(f"{origin.source.name} says {size} bytes, received {stored.size_bytes}")
+    if checker is not None and item.checksum and checker.hexdigest() != item.checksum:
+        raise ChecksumMismatch(item.checksum, checker.hexdigest())
     return stored
 
 

@@ -8,7 +8,7 @@ can help. The pipeline, the API, the pages and the CLI know sources only through
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -47,7 +47,7 @@ class FolderLink:
     folder_id: str
     url: str
     key: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -24,7 +25,8 @@ from fotoowl.models import (
     RetryAccepted,
 )
 from fotoowl.pipeline import control
-from fotoowl.sources.google_drive.links import InvalidFolderLink, parse_folder_link
+from fotoowl.sources.base import InvalidLink
+from fotoowl.sources.links import parse_link
 from fotoowl.storage import ObjectNotFound
 from fotoowl.web.errors import ApiError
 from fotoowl.web.keys import ARQ, DB, SETTINGS, STORAGE
@@ -62,27 +64,34 @@ def require_token(request: web.Request) -> None:
 
 # --- imports ------------------------------------------------------------------------------------
 
-async def start_import(request: web.Request) -> web.Response:
-    require_token(request)
-    body = parse_body(ImportRequest, await json_object(request))
-    row = await submit_import(request, body.folder_url, body.recursive)
-    accepted = ImportAccepted(import_id=row["id"], status=row["status"], status_url=f"/imports/{row['id']}")
-    return web.json_response(accepted.body(), status=202, headers={"Location": accepted.status_url})
+def _import_handler(source: str | None) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """POST /import/google-drive and /import/dropbox take that source's links; POST /imports takes any."""
+
+    async def start_import(request: web.Request) -> web.Response:
+        require_token(request)
+        body = parse_body(ImportRequest, await json_object(request))
+        row = await submit_import(request, body.folder_url, body.recursive, source=source, password=body.password)
+        accepted = ImportAccepted(import_id=row["id"], status=row["status"], status_url=f"/imports/{row['id']}")
+        return web.json_response(accepted.body(), status=202, headers={"Location": accepted.status_url})
+
+    return start_import
 
 
-async def submit_import(request: web.Request, folder_url: str, recursive: bool) -> asyncpg.Record:
+async def submit_import(request: web.Request, folder_url: str, recursive: bool, *, source: str | None = None,
+                        password: str | None = None) -> asyncpg.Record:
     """Shared by the JSON API and the HTML form: validate the link, record the import, queue listing."""
     if len(folder_url) > MAX_URL_CHARS:
         raise ApiError(422, "invalid_folder_url", f"'folder_url' is longer than {MAX_URL_CHARS} characters.")
-    if not storable(folder_url):
+    if not storable(folder_url) or (password is not None and not storable(password)):
         raise ApiError(422, "invalid_folder_url", "The link contains a character no link has (NUL).")
     try:
-        ref = parse_folder_link(folder_url)
-    except InvalidFolderLink as exc:
+        link = parse_link(folder_url, source)
+    except InvalidLink as exc:
         raise ApiError(422, "invalid_folder_url", str(exc)) from None
-    row = await control.create_import(request.app[DB], request.app[ARQ], ref, folder_url.strip(),
-                                       recursive=recursive)
-    log.info("import queued", extra={"import_id": row["id"], "folder_id": ref.folder_id})
+    if password:
+        link = dataclasses.replace(link, password=password)
+    row = await control.create_import(request.app[DB], request.app[ARQ], link, recursive=recursive)
+    log.info("import queued", extra={"import_id": row["id"], "folder_id": link.folder_id, "source": link.source})
     return row
 
 
@@ -270,7 +279,9 @@ async def _serve_object(request: web.Request, key: str, mime_type: str, name: st
 
 
 def setup_routes(app: web.Application) -> None:
-    app.router.add_post("/import/google-drive", start_import, name="start_import")
+    app.router.add_post("/imports", _import_handler(None), name="start_import_any")
+    app.router.add_post("/import/google-drive", _import_handler("google_drive"), name="start_import")
+    app.router.add_post("/import/dropbox", _import_handler("dropbox"), name="start_import_dropbox")
     app.router.add_get("/imports", list_imports, name="list_imports")
     app.router.add_get("/imports/{id}", get_import, name="get_import")
     app.router.add_get("/imports/{id}/failures", list_failures, name="list_failures")

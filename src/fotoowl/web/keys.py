@@ -18,5 +18,6 @@ ARQ = web.AppKey("arq", ArqRedis)
 STORAGE = web.AppKey("storage", Storage)
 WORKER = web.AppKey("worker", EmbeddedWorker)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
-# Set only by `fotoowl dev` in demo mode: the sample folder's link, offered on the home page.
-DEMO_FOLDER_URL = web.AppKey("demo_folder_url", str)
+# Set only by `fotoowl dev` in demo mode: each built-in sample folder's link by the source it is on
+# ("Google Drive", "Dropbox"), offered on the home page.
+DEMO_FOLDERS = web.AppKey("demo_folders", dict[str, str])

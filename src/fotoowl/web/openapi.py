@@ -140,6 +140,22 @@ def _no_body() -> Schema:
             "content": {JSON: {"schema": {"type": "object", "description": "Ignored."}, "example": {}}}}
 
 
+def _start_import(operation_id: str, summary: str, folder_url: str) -> Schema:
+    return {
+        "operationId": operation_id, "tags": ["imports"], "summary": summary,
+        "requestBody": {"required": True, "content": {JSON: {
+            "schema": _ref("ImportRequest"), "example": {"folder_url": folder_url, "recursive": True}}}},
+        "responses": {
+            "202": {**_json("Queued; poll `status_url`.", "ImportAccepted",
+                            {"import_id": 42, "status": "queued", "status_url": "/imports/42"}),
+                    "headers": {"Location": {"description": "The new import.", "schema": STRING}}},
+            "422": _error("The body is JSON but unusable (`missing_field`, `invalid_field`, "
+                          "`invalid_folder_url`).", "invalid_folder_url",
+                          "Paste the link of a shared Google Drive or Dropbox folder."),
+        },
+    }
+
+
 def _operations(auth_required: bool) -> dict[str, dict[str, Schema]]:
     def write(op: Schema) -> Schema:
         op["responses"].update({"400": _response("BadRequest"), "403": _response("CrossSite"),
@@ -151,27 +167,21 @@ def _operations(auth_required: bool) -> dict[str, dict[str, Schema]]:
 
     page = [_limit(100), _param("Cursor")]
     return {
-        "/import/google-drive": {"post": write({
-            "operationId": "start_import", "tags": ["imports"], "summary": "Import a public Google Drive folder",
-            "requestBody": {"required": True, "content": {JSON: {
-                "schema": _ref("ImportRequest"),
-                "example": {"folder_url": IMPORT_EXAMPLE["folder_url"], "recursive": True}}}},
-            "responses": {
-                "202": {**_json("Queued; poll `status_url`.", "ImportAccepted",
-                                {"import_id": 42, "status": "queued", "status_url": "/imports/42"}),
-                        "headers": {"Location": {"description": "The new import.", "schema": STRING}}},
-                "422": _error("The body is JSON but unusable (`missing_field`, `invalid_field`, "
-                              "`invalid_folder_url`).", "invalid_folder_url",
-                              "Paste the link of a Google Drive folder."),
-            },
-        })},
-        "/imports": {"get": {
-            "operationId": "list_imports", "tags": ["imports"], "summary": "Imports, newest first",
-            "parameters": [_limit(50), _param("Cursor")],
-            "responses": {"200": _json("A page of imports.", "ImportList",
-                                       {"imports": [IMPORT_EXAMPLE], "next_cursor": None}),
-                          "400": _response("BadRequest")},
-        }},
+        "/imports": {"post": write(_start_import(
+            "start_import_any", "Import a shared folder; its source is recognised from the link",
+            IMPORT_EXAMPLE["folder_url"])),
+            "get": {
+                "operationId": "list_imports", "tags": ["imports"], "summary": "Imports, newest first",
+                "parameters": [_limit(50), _param("Cursor")],
+                "responses": {"200": _json("A page of imports.", "ImportList",
+                                           {"imports": [IMPORT_EXAMPLE], "next_cursor": None}),
+                              "400": _response("BadRequest")},
+            }},
+        "/import/google-drive": {"post": write(_start_import(
+            "start_import", "Import a public Google Drive folder", IMPORT_EXAMPLE["folder_url"]))},
+        "/import/dropbox": {"post": write(_start_import(
+            "start_import_dropbox", "Import a Dropbox shared folder",
+            "https://www.dropbox.com/scl/fo/a1b2c3d4e5f6g7h8i9j0k/AAbbCCddEEff?rlkey=q1w2e3r4t5y6u7i8o9p0&dl=0"))},
         "/imports/{id}": {"get": {
             "operationId": "get_import", "tags": ["imports"], "summary": "An import's status and progress",
             "parameters": [_param("Id")],

@@ -37,6 +37,13 @@ _KIND_LABELS = {
 # --- templates ----------------------------------------------------------------------------------
 
 
+SOURCE_LABELS = {"google_drive": "Google Drive", "dropbox": "Dropbox"}
+
+
+def source_label(source: str) -> str:
+    return SOURCE_LABELS.get(source, source)
+
+
 def make_templates() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(folder("templates")),
@@ -50,6 +57,7 @@ def make_templates() -> jinja2.Environment:
         when=format_when,
         kind=file_kind,
         status_label=lambda status: STATUS_LABELS.get(status, status),
+        source_label=source_label,
     )
     env.globals.update(static=static_url, htmx=(folder("static") / "vendor" / "htmx.min.js").is_file())
     return env

@@ -22,7 +22,7 @@ from fotoowl.pipeline import control
 from fotoowl.resources import folder
 from fotoowl.web import api
 from fotoowl.web.errors import ApiError
-from fotoowl.web.keys import ARQ, DB, DEMO_FOLDER_URL, SETTINGS
+from fotoowl.web.keys import ARQ, DB, DEMO_FOLDERS, SETTINGS
 from fotoowl.web.params import decode_cursor, encode_cursor, parse_count, path_id
 from fotoowl.web.security import (
     UNLOCK_COOKIE,
@@ -32,7 +32,7 @@ from fotoowl.web.security import (
     require_unlocked,
     unlock_value,
 )
-from fotoowl.web.templating import render, see_other
+from fotoowl.web.templating import render, see_other, source_label
 
 # --- CSRF and the access token --------------------------------------------------------------------
 
@@ -119,15 +119,15 @@ async def _home(
         recursive=recursive,
         imports=imports,
         any_active=any(i["active"] for i in imports),
-        demo_folder_url=_demo_folder_url(request.app),
+        demo_folders=_demo_folders(request.app),
     )
 
 
-def _demo_folder_url(app: web.Application) -> str | None:
+def _demo_folders(app: web.Application) -> dict[str, str]:
     # Set only by `fotoowl dev` in demo mode (mypy cannot pick Application.get's overload here).
-    if DEMO_FOLDER_URL in app:
-        return app[DEMO_FOLDER_URL]
-    return None
+    if DEMO_FOLDERS in app:
+        return app[DEMO_FOLDERS]
+    return {}
 
 
 async def home(request: web.Request) -> web.Response:
@@ -175,7 +175,7 @@ def progress_context(imp: dict[str, Any]) -> dict[str, Any]:
         "percent": (100 if not active else 0) if not found else min(100, done * 100 // found),
         "can_retry": counts["failed"] > 0 and imp["status"] in statuses.RETRYABLE,
         # The folder's name arrives with the listing; until then, its id.
-        "title": imp["folder_name"] or f"Drive folder {imp['folder_id']}",
+        "title": imp["folder_name"] or f"{source_label(imp['source'])} folder {imp['folder_id']}",
         "drive_link": imp["folder_url"] if imp["folder_url"].startswith(("https://", "http://")) else None,
     }
 
@@ -284,7 +284,7 @@ async def _grid(request: web.Request) -> dict[str, Any]:
     limit = _limit(request.query.get("limit"))
     rows, next_cursor = await api.query_images(request, limit, page=True)
     box = request.app[SETTINGS].thumbnail_px
-    filters = {k: request.query[k] for k in ("q", "import_id") if request.query.get(k)}
+    filters = {k: request.query[k] for k in ("q", "import_id", "source") if request.query.get(k)}
     if limit != GRID_PAGE:
         filters["limit"] = str(limit)
     next_page = next_grid = None

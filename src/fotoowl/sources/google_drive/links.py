@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
+from fotoowl.sources.base import InvalidLink
+
 __all__ = ["FolderRef", "InvalidFolderLink", "parse_folder_link"]
 
 MAX_LINK_CHARS = 2000
@@ -17,7 +19,7 @@ _QUERY_ID_PAGES = frozenset({"open", "folderview", "embeddedfolderview"})
 _SHARE_HINT = "Open the folder in Google Drive, choose Share > Copy link, and paste that link here."
 
 
-class InvalidFolderLink(ValueError):
+class InvalidFolderLink(InvalidLink):
     """The pasted text is not a Google Drive folder link; the message says why, for the user."""
 
 
