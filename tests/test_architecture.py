@@ -89,3 +89,16 @@ def test_status_checks_in_sql_list_the_enums() -> None:
     listed = [{v.strip().strip("'") for v in check.split(",")} for check in checks]
     assert {status.value for status in ImportStatus} in listed
     assert {status.value for status in ItemStatus} in listed
+
+
+def test_only_the_registry_knows_the_sources() -> None:
+    """The pipeline, the worker, the API, the pages and the CLI reach sources through sources/base.py."""
+    known = {name for name, _ in modules()}
+    specific = ("fotoowl.sources.google_drive", "fotoowl.sources.dropbox")
+    offenders = []
+    for name, path in modules():
+        if not name.startswith(("fotoowl.pipeline", "fotoowl.web", "fotoowl.worker", "fotoowl.cli")):
+            continue
+        offenders += [f"{name} -> {target}" for target in imports_of(name, path, known)
+                      if target.startswith(specific)]
+    assert not offenders, offenders

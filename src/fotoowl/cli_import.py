@@ -352,7 +352,8 @@ async def _direct(settings: AppSettings, args: argparse.Namespace, link: FolderL
     try:
         async with pool.acquire() as conn:
             await migrate(conn)
-        row = await control.create_import(pool, redis, link, recursive=not args.no_recursive)
+        reader = settings.drive_reader_in_use() if link.source == "google_drive" else None
+        row = await control.create_import(pool, redis, link, recursive=not args.no_recursive, reader=reader)
         import_id = row["id"]
         if not args.wait:
             _print_queued(Import.from_row(row), args, f"/imports/{import_id}")

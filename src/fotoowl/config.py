@@ -61,6 +61,13 @@ class AppSettings:
     file_root: Path = Path(".fotoowl/files")
     google_api_key: Secret = field(default_factory=lambda: Secret(""))
     drive_api_url: str = DEFAULT_DRIVE_API_URL
+    # How Drive folders are read: "api" needs FOTOOWL_GOOGLE_API_KEY (sizes, MD5 checks, faster);
+    # "public_page" reads them as a browser does, with no key; "auto" uses the API when a key is set.
+    drive_reader: Literal["auto", "api", "public_page"] = "auto"
+    # Google throttles the keyless pages per client address: a low pace of their own, shared in Redis.
+    drive_public_rate_per_s: float = 2.0
+    drive_public_page_url: str = "https://drive.google.com"
+    drive_public_download_url: str = "https://drive.usercontent.google.com"
     # A Dropbox app's key and secret: shared folders are read with app authentication, no user token.
     dropbox_app_key: str = ""
     dropbox_app_secret: Secret = field(default_factory=lambda: Secret(""))
@@ -141,6 +148,8 @@ class AppSettings:
             ("s3_endpoint_url", ("http", "https")),
             ("drive_api_url", ("http", "https")),
             ("dropbox_api_url", ("http", "https")),
+            ("drive_public_page_url", ("http", "https")),
+            ("drive_public_download_url", ("http", "https")),
             ("dropbox_content_url", ("http", "https")),
         ):
             value = getattr(self, name)
@@ -167,8 +176,18 @@ class AppSettings:
             raise ConfigError(f"{PREFIX}RETRY_BACKOFF_S must not be negative")
         if self.drive_rate_per_s <= 0:
             raise ConfigError(f"{PREFIX}DRIVE_RATE_PER_S must be greater than 0")
+        if self.drive_reader not in ("auto", "api", "public_page"):
+            raise ConfigError(f"{PREFIX}DRIVE_READER must be auto, api or public_page")
         if self.log_format not in ("auto", "json", "text"):
             raise ConfigError(f"{PREFIX}LOG_FORMAT must be auto, json or text")
+
+    def drive_reader_in_use(self) -> Literal["api", "public_page"]:
+        """The reader new Drive imports get: "auto" means the API when there is a key (or a test
+        or demo API address), the public pages otherwise."""
+        if self.drive_reader != "auto":
+            return self.drive_reader
+        has_api = bool(self.google_api_key) or self.drive_api_url != DEFAULT_DRIVE_API_URL
+        return "api" if has_api else "public_page"
 
     @property
     def s3_prefix_normalised(self) -> str:

@@ -112,6 +112,10 @@ class Import(Answer):
     folder_url: str
     folder_name: str | None = Field(description="Known once listing has started.")
     recursive: bool
+    reader: Literal["api", "public_page"] | None = Field(
+        description="How a Drive folder is read: `api` (with a key: sizes and MD5s listed by Drive and checked) "
+                    "or `public_page` (no key: sizes and MD5s computed from the bytes, not checked against "
+                    "Drive); null for other sources.")
     status: ImportStatus = Field(description="queued, listing and running are active; the others are final.")
     counts: Counts
     bytes: ByteCounts
@@ -141,7 +145,7 @@ class Import(Answer):
         import_id = row["id"]
         return cls(
             id=import_id, source=row["source"], folder_id=row["folder_id"], folder_url=row["folder_url"],
-            folder_name=row["folder_name"], recursive=row["recursive"], status=row["status"],
+            folder_name=row["folder_name"], recursive=row["recursive"], reader=row["reader"], status=row["status"],
             counts=Counts(found=found, imported=imported, skipped=skipped, failed=failed, pending=pending),
             bytes=ByteCounts(found=row["bytes_found"], imported=row["bytes_imported"]),
             rate=Rate(files_per_s=files_per_s, bytes_per_s=bytes_per_s), eta_s=eta_s,

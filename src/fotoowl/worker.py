@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import signal
@@ -28,14 +27,11 @@ from redis.backoff import ExponentialBackoff
 from fotoowl.config import AppSettings
 from fotoowl.db import create_pool as create_db_pool
 from fotoowl.liveness import beating
-from fotoowl.pacer import RedisPacer
 from fotoowl.pipeline import control, listing, sweeper, transfer
 from fotoowl.pipeline.deps import Deps
 from fotoowl.resilience import LONGEST_WAIT_S, is_db_outage, is_redis_outage, wait_for_database
-from fotoowl.sources.base import Source, SourceError
-from fotoowl.sources.dropbox.source import DropboxSource
-from fotoowl.sources.google_drive.client import DriveClient
-from fotoowl.sources.google_drive.source import DriveSource
+from fotoowl.sources.base import SourceError
+from fotoowl.sources.registry import open_sources
 from fotoowl.storage import Storage
 from fotoowl.storage_backends import open_storage
 from fotoowl.worker_http import serving
@@ -93,35 +89,10 @@ def http_session(settings: AppSettings) -> aiohttp.ClientSession:
                                                                                      sock_connect=30))
 
 
-def drive_client(settings: AppSettings, session: aiohttp.ClientSession, redis: ArqRedis) -> DriveClient:
-    key = settings.google_api_key.get()
-    # One bucket per API key, shared by every worker process on every machine.
-    bucket = "fotoowl:pacer:" + hashlib.sha256(key.encode()).hexdigest()[:16]
-    pacer = RedisPacer(redis, bucket, settings.drive_rate_per_s, settings.drive_burst)
-    return DriveClient(session, api_url=settings.drive_api_url, api_key=key or None, pacer=pacer,
-                       read_timeout_s=settings.drive_read_timeout_s, max_tries=settings.drive_max_tries)
-
-
 def make_deps(settings: AppSettings, pool: asyncpg.Pool, redis: ArqRedis, storage: Storage,
               session: aiohttp.ClientSession) -> Deps:
     return Deps(settings=settings, pool=pool, redis=redis, storage=storage,
                 sources=open_sources(settings, session, redis))
-
-
-def open_sources(settings: AppSettings, session: aiohttp.ClientSession, redis: ArqRedis) -> dict[str, Source]:
-    """Every source this process can read, by name (Dropbox only with an app key and secret)."""
-    sources: dict[str, Source] = {}
-    drive = DriveSource(drive_client(settings, session, redis))
-    sources[drive.name] = drive
-    if settings.dropbox_app_key and settings.dropbox_app_secret:
-        key = settings.dropbox_app_key
-        bucket = "fotoowl:pacer:dropbox:" + hashlib.sha256(key.encode()).hexdigest()[:16]
-        pacer = RedisPacer(redis, bucket, settings.dropbox_rate_per_s, max(1, int(settings.dropbox_rate_per_s)))
-        dropbox = DropboxSource(session, app_key=key, app_secret=settings.dropbox_app_secret.get(),
-                                api_url=settings.dropbox_api_url, content_url=settings.dropbox_content_url,
-                                pacer=pacer, max_tries=settings.drive_max_tries)
-        sources[dropbox.name] = dropbox
-    return sources
 
 
 @contextlib.asynccontextmanager

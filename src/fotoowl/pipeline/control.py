@@ -15,12 +15,16 @@ from fotoowl.statuses import ACTIVE, RETRYABLE
 
 log = logging.getLogger("fotoowl.pipeline.control")
 
-async def create_import(pool: asyncpg.Pool, redis: ArqRedis, link: FolderLink, *,
-                        recursive: bool = True) -> asyncpg.Record:
+async def create_import(pool: asyncpg.Pool, redis: ArqRedis, link: FolderLink, *, recursive: bool = True,
+                        reader: str | None = None) -> asyncpg.Record:
+    """`reader`: how a Drive folder is read ("api", "public_page"); None for other sources, and "api"
+    for Drive when not given."""
+    if link.source == "google_drive" and reader is None:
+        reader = "api"
     row = await pool.fetchrow(
-        """INSERT INTO imports (source, folder_id, folder_url, resource_key, link_password, recursive)
-           VALUES ($1, $2, $3, $4, $5, $6) RETURNING *""",
-        link.source, link.folder_id, link.url, link.key, link.password, recursive,
+        """INSERT INTO imports (source, folder_id, folder_url, resource_key, link_password, recursive, reader)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
+        link.source, link.folder_id, link.url, link.key, link.password, recursive, reader,
     )
     assert row is not None
     try:

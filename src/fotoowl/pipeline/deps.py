@@ -58,11 +58,14 @@ class Deps:
         self.storage_gate = OutageGate(
             "storage", lambda: self.storage.probe_write(probe_key))
 
-    def source(self, name: str) -> Source:
+    def source(self, name: str, reader: str | None = None) -> Source:
+        """The source by name, or one of its other readers ("google_drive:public_page")."""
+        key = name if reader in (None, "api") else f"{name}:{reader}"
         try:
-            return self.sources[name]
+            return self.sources[key]
         except KeyError:
-            raise SourceConfigError(f"This server is not set up to read {name} folders.",
+            raise SourceConfigError(f"This server is not set up to read {name} folders"
+                                    f"{f' with the {reader} reader' if reader else ''}.",
                                     reason="source_not_configured") from None
 
     def close(self) -> None:

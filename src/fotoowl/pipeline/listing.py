@@ -150,7 +150,7 @@ def configuration_error_code(source: str) -> str:
 
 
 async def _list(deps: Deps, import_id: int, row: asyncpg.Record) -> None:
-    source = deps.source(row["source"])
+    source = deps.source(row["source"], row["reader"])
     link = folder_link(source, row)
     extra = {"import_id": import_id}
     try:

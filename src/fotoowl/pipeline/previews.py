@@ -23,6 +23,9 @@ async def make_preview(deps: Deps, source: str, item: ClaimedItem, key: str,
                      stored: StoredObject) -> tuple[str | None, int | None, int | None]:
     """A preview from the body still in memory, or read back when it went up in parts; never fatal."""
     settings = deps.settings
+    if stored.size_bytes > PREVIEW_MAX_SOURCE_BYTES:
+        # Only known once stored when the source lists no sizes; a placeholder beats reading it all back.
+        return None, None, None
     loop = asyncio.get_running_loop()
     try:
         if stored.body is not None:

@@ -76,10 +76,10 @@ async def transfer_import(deps: Deps, import_id: int) -> int:
     database pause the claims and resume them; they never end the job.
     """
     row = await with_database(deps.pool, lambda: deps.pool.fetchrow(
-        "SELECT source, folder_url, link_password FROM imports WHERE id = $1", import_id))
+        "SELECT source, reader, folder_url, link_password FROM imports WHERE id = $1", import_id))
     if row is None:
         return 0
-    source = deps.source(row["source"])
+    source = deps.source(row["source"], row["reader"])
     origin = Origin(source, folder_link(source, row))
     moved = 0
     batches: dict[asyncio.Task[int], _Batch] = {}
@@ -349,12 +349,13 @@ async def _copy(deps: Deps, origin: Origin, item: ClaimedItem, token: uuid.UUID,
                 on_stored: Callable[[], None]) -> Copied:
     settings = deps.settings
     key = object_key(settings, origin.source.name, item.file_id, item.mime_type)
+    # 0: the source did not say (a keyless Drive listing); the bytes themselves tell, as they stream.
     size = int(item.size_bytes)
-    wants_thumbnail = settings.thumbnail_px > 0 and 0 < size <= PREVIEW_MAX_SOURCE_BYTES
+    wants_thumbnail = settings.thumbnail_px > 0 and size <= PREVIEW_MAX_SOURCE_BYTES
     part_size = part_size_for(size, settings.part_size_bytes)
     # What this file can hold in memory: its body twice if it goes up in one request (the chunks and
     # their join), else two parts. Kept through the thumbnail, which reads that body.
-    memory_bytes = 2 * min(size, part_size)
+    memory_bytes = 2 * (min(size, part_size) if size else part_size)
     await deps.semaphore.acquire()
     try:
         # Slot first, then memory; a holder of memory alone (making a thumbnail) never waits for a

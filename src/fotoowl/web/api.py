@@ -90,7 +90,8 @@ async def submit_import(request: web.Request, folder_url: str, recursive: bool, 
         raise ApiError(422, "invalid_folder_url", str(exc)) from None
     if password:
         link = dataclasses.replace(link, password=password)
-    row = await control.create_import(request.app[DB], request.app[ARQ], link, recursive=recursive)
+    reader = request.app[SETTINGS].drive_reader_in_use() if link.source == "google_drive" else None
+    row = await control.create_import(request.app[DB], request.app[ARQ], link, recursive=recursive, reader=reader)
     log.info("import queued", extra={"import_id": row["id"], "folder_id": link.folder_id, "source": link.source})
     return row
 

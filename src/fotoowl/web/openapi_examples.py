@@ -11,6 +11,7 @@ IMPORT_EXAMPLE: dict[str, Any] = {
     "folder_url": "https://drive.google.com/drive/folders/1AbCdEfGhIjKlMnOpQrStUvWxYz012345",
     "folder_name": "Wedding 2026",
     "recursive": True,
+    "reader": "api",
     "status": "running",
     "counts": {"found": 1200, "imported": 480, "skipped": 10, "failed": 2, "pending": 708},
     "bytes": {"found": 3145728000, "imported": 1258291200},
