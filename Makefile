@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HTMX := static/vendor/htmx.min.js
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-system lint fmt bench bench-quick chaos chaos-quick browser clean
+.PHONY: install run test test-system lint fmt bench bench-quick chaos chaos-quick browser clean compose-test compose-test-quick
 
 install: $(STAMP) $(HTMX)
 
@@ -73,6 +73,17 @@ chaos: install
 
 chaos-quick: install
 	$(BIN)/python -m chaos --quick $(CHAOS_ARGS)
+
+# The container deployment for real (deploy/compose_test.py, README "Testing the container deployment"):
+# stand-in base images built from Debian's mirror (cached), the image from the Dockerfile, the real
+# docker-compose.yml up with two workers, an import with a worker killed and the api restarted, every
+# image checked, everything removed. Podman (installed when root on Debian) or Docker with compose.
+# compose-test-quick: a smaller folder and no faults, for a quick look at a change to the deployment.
+compose-test: install
+	$(BIN)/python deploy/compose_test.py $(COMPOSE_TEST_ARGS)
+
+compose-test-quick: install
+	$(BIN)/python deploy/compose_test.py --images 60 --no-faults $(COMPOSE_TEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache static/vendor .pytest_cache .mypy_cache .ruff_cache

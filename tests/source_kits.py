@@ -1,9 +1,10 @@
 """One face for every source's emulator, so a pipeline test runs against each source unchanged:
-build a folder tree, slow or break a file, and read back what the source holds."""
+build a folder tree, slow or break a file, and read back what the source holds and served."""
 
 from __future__ import annotations
 
 import hashlib
+import mimetypes
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,15 +22,43 @@ class SourceKit(Protocol):
 
     def add_folder(self, parent: str | None, name: str) -> str: ...
 
-    def add_image(self, parent: str, name: str, *, size_bytes: int | None = None) -> str: ...
+    def add_image(self, parent: str, name: str, *, size_bytes: int | None = None, fmt: str = "jpeg") -> str: ...
+
+    def add_file(self, parent: str, name: str, data: bytes) -> str:
+        """A file with exactly these bytes (its type from its name: notes.txt is not an image)."""
+        ...
+
+    def replace_content(self, file_id: str, data: bytes) -> None:
+        """New bytes for the file: its checksum, size and modification time change as the source shows them."""
+        ...
 
     def slow(self, file_id: str, bandwidth_bytes_per_s: float) -> None: ...
 
-    def drop_once(self, file_id: str) -> None: ...
+    def drop_once(self, file_id: str, *, after_bytes: int = 1000) -> None:
+        """The next body of the file is cut (connection reset) after `after_bytes`."""
+        ...
+
+    def fail_transiently(self, file_id: str) -> None:
+        """The next download request for the file is answered 503."""
+        ...
+
+    def fail_permanently(self, file_id: str) -> str:
+        """The next download request for the file is refused for good; returns the error code fotoowl reports."""
+        ...
+
+    def corrupt_checksum(self, file_id: str) -> None:
+        """The listing shows a checksum the file's bytes do not have."""
+        ...
 
     def link(self, root: str) -> str: ...
 
     def md5_of(self, file_id: str) -> str: ...
+
+    def bytes_served(self, file_id: str) -> int: ...
+
+    def range_headers(self, file_id: str) -> list[str | None]:
+        """The Range header (None: none) of each byte answer for the file, in order."""
+        ...
 
     def set_latency(self, latency_s: float) -> None: ...
 
@@ -47,20 +76,43 @@ class DriveKit:
     def add_folder(self, parent: str | None, name: str) -> str:
         return self.emu.add_folder(parent, name)
 
-    def add_image(self, parent: str, name: str, *, size_bytes: int | None = None) -> str:
-        return self.emu.add_image(parent, name, size_bytes=size_bytes)
+    def add_image(self, parent: str, name: str, *, size_bytes: int | None = None, fmt: str = "jpeg") -> str:
+        return self.emu.add_image(parent, name, size_bytes=size_bytes, fmt=fmt)
+
+    def add_file(self, parent: str, name: str, data: bytes) -> str:
+        mime_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        return self.emu.add_file(parent, name, mime_type, content=data)
+
+    def replace_content(self, file_id: str, data: bytes) -> None:
+        self.emu.replace_content(file_id, data)
 
     def slow(self, file_id: str, bandwidth_bytes_per_s: float) -> None:
         self.emu.inject(file_id, Fault.slow(bandwidth_bytes_per_s), times=None)
 
-    def drop_once(self, file_id: str) -> None:
-        self.emu.inject(file_id, Fault.reset(after_bytes=1000), times=1)
+    def drop_once(self, file_id: str, *, after_bytes: int = 1000) -> None:
+        self.emu.inject(file_id, Fault.reset(after_bytes=after_bytes), times=1)
+
+    def fail_transiently(self, file_id: str) -> None:
+        self.emu.inject(file_id, Fault.http(503), times=1)
+
+    def fail_permanently(self, file_id: str) -> str:
+        self.emu.inject(file_id, Fault.download_quota(), times=1)
+        return "downloadQuotaExceeded"
+
+    def corrupt_checksum(self, file_id: str) -> None:
+        self.emu.set_md5_override(file_id, "0" * 32)
 
     def link(self, root: str) -> str:
         return f"https://drive.google.com/drive/folders/{root}"
 
     def md5_of(self, file_id: str) -> str:
         return self.emu.md5_of(file_id)
+
+    def bytes_served(self, file_id: str) -> int:
+        return self.emu.bytes_served[file_id]
+
+    def range_headers(self, file_id: str) -> list[str | None]:
+        return [header for served, header in self.emu.range_headers if served == file_id]
 
     def set_latency(self, latency_s: float) -> None:
         self.emu.latency_s = latency_s
@@ -87,16 +139,35 @@ class DropboxKit:
         self._folders[folder] = "" if parent is None else f"{self._folders[parent]}/{name}"
         return folder
 
-    def add_image(self, parent: str, name: str, *, size_bytes: int | None = None) -> str:
-        file_id = self.emu.add_image(parent, name, size_bytes=size_bytes)
+    def add_image(self, parent: str, name: str, *, size_bytes: int | None = None, fmt: str = "jpeg") -> str:
+        file_id = self.emu.add_image(parent, name, size_bytes=size_bytes, fmt=fmt)
         self.paths[file_id] = f"{self._folders[parent]}/{name}"
         return file_id
+
+    def add_file(self, parent: str, name: str, data: bytes) -> str:
+        file_id = self.emu.add_file(parent, name, data)
+        self.paths[file_id] = f"{self._folders[parent]}/{name}"
+        return file_id
+
+    def replace_content(self, file_id: str, data: bytes) -> None:
+        self.emu.replace_content(file_id, data)
 
     def slow(self, file_id: str, bandwidth_bytes_per_s: float) -> None:
         self.emu.inject(self.paths[file_id], DropboxFault.slow(bandwidth_bytes_per_s), times=None)
 
-    def drop_once(self, file_id: str) -> None:
-        self.emu.inject(self.paths[file_id], DropboxFault.reset(after_bytes=1000), times=1)
+    def drop_once(self, file_id: str, *, after_bytes: int = 1000) -> None:
+        self.emu.inject(self.paths[file_id], DropboxFault.reset(after_bytes=after_bytes), times=1)
+
+    def fail_transiently(self, file_id: str) -> None:
+        self.emu.inject(self.paths[file_id], DropboxFault.http(503), times=1)
+
+    def fail_permanently(self, file_id: str) -> str:
+        self.emu.inject(self.paths[file_id], DropboxFault.route_error("path", "restricted_content"), times=1)
+        return "restricted_content"
+
+    def corrupt_checksum(self, file_id: str) -> None:
+        # The emulator computes a content hash only while it has none: set one the bytes do not have.
+        self.emu.nodes[file_id].content_hash = "0" * 64
 
     def link(self, root: str) -> str:
         if root not in self._links:
@@ -105,6 +176,12 @@ class DropboxKit:
 
     def md5_of(self, file_id: str) -> str:
         return hashlib.md5(self.emu.content_of(file_id)).hexdigest()
+
+    def bytes_served(self, file_id: str) -> int:
+        return self.emu.bytes_served[self.paths[file_id]]
+
+    def range_headers(self, file_id: str) -> list[str | None]:
+        return [header for served, header in self.emu.range_headers if served == self.paths[file_id]]
 
     def set_latency(self, latency_s: float) -> None:
         self.emu.latency_s = latency_s

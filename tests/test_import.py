@@ -1,4 +1,7 @@
-"""The import pipeline end to end: emulator → embedded worker → SeaweedFS + PostgreSQL."""
+"""The import pipeline end to end: a source's emulator → embedded worker → SeaweedFS + PostgreSQL.
+
+Tests taking `kit` run once per source (google_drive, dropbox: tests/source_kits.py) and state the
+guarantees every source gets; the others are about Drive's own behaviour or the pipeline's insides."""
 
 from __future__ import annotations
 
@@ -13,24 +16,41 @@ from fotoowl.config import AppSettings
 from fotoowl.pipeline import control, limits, listing, transfer
 from fotoowl.sources.links import parse_link
 from fotoowl.storage import Storage
-from fotoowl.testing.drive_emulator import Fault
+from fotoowl.testing.drive_emulator import DOCUMENT_MIME_TYPE
+from fotoowl.testing.images import FORMAT_MIME_TYPES, render_image
+from fotoowl.web.app import create_app
 from fotoowl.worker import open_deps
+from source_kits import SourceKit
 
 MiB = 1024 * 1024
+NO_FAILURES: dict[str, Any] = {"failures": [], "next_cursor": None}
 
 
-def folder_link(folder_id: str) -> str:
+def drive_link(folder_id: str) -> str:
     return f"https://drive.google.com/drive/folders/{folder_id}?usp=sharing"
 
 
-async def start(client: Any, folder_id: str, **extra: Any) -> int:
-    resp = await client.post("/import/google-drive", json={"folder_url": folder_link(folder_id), **extra})
+async def start(client: Any, folder_url: str) -> int:
+    """POST /imports, which tells the source from the link."""
+    resp = await client.post("/imports", json={"folder_url": folder_url})
     assert resp.status == 202, await resp.text()
     body = await resp.json()
     assert set(body) == {"import_id", "status", "status_url"}
     assert body["status"] == "queued"
     assert body["status_url"] == f"/imports/{body['import_id']}"
     return int(body["import_id"])
+
+
+async def run_import(client: Any, kit: SourceKit, root: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    body = await wait_for_import(client, await start(client, kit.link(root)), timeout_s)
+    assert body["source"] == kit.source
+    return body
+
+
+async def failures_of(client: Any, import_id: int) -> list[dict[str, Any]]:
+    page: dict[str, Any] = await (await client.get(f"/imports/{import_id}/failures")).json()
+    assert page["next_cursor"] is None
+    return list(page["failures"])
 
 
 async def stored_md5(storage: Storage, key: str) -> str:
@@ -40,107 +60,115 @@ async def stored_md5(storage: Storage, key: str) -> str:
     return digest.hexdigest()
 
 
-async def images_by_drive_id(settings: AppSettings) -> dict[str, asyncpg.Record]:
+async def stored_keys(storage: Storage, settings: AppSettings, source: str) -> list[str]:
+    """The originals in storage for one source (thumbnails live elsewhere)."""
+    return sorted([key async for key in storage.list_keys(f"{settings.s3_prefix_normalised}{source}/")])
+
+
+async def fetch(settings: AppSettings, query: str, *args: Any) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(settings.database_url)
     try:
-        rows = await conn.fetch("SELECT * FROM images")
+        return list(await conn.fetch(query, *args))
     finally:
         await conn.close()
-    by_id = {r["google_drive_id"]: r for r in rows}
+
+
+async def images_by_source_id(settings: AppSettings) -> dict[str, asyncpg.Record]:
+    rows = await fetch(settings, "SELECT * FROM images")
+    by_id = {r["source_id"]: r for r in rows}
     assert len(by_id) == len(rows), "an image was recorded twice"
     return by_id
 
 
-async def test_tree_import_lands_every_image_once(client: Any, drive: RunningEmulator, app_settings: AppSettings,
+async def items_by_file_id(settings: AppSettings, import_id: int) -> dict[str, asyncpg.Record]:
+    rows = await fetch(settings, "SELECT * FROM import_items WHERE import_id = $1", import_id)
+    return {r["file_id"]: r for r in rows}
+
+
+# --- the same guarantees for every source -----------------------------------------------------------
+
+async def test_tree_import_lands_every_image_once(client: Any, kit: SourceKit, app_settings: AppSettings,
                                                   storage: Storage) -> None:
-    emu = drive.emu
-    root = emu.add_folder(None, "Wedding 2026")
-    ceremony = emu.add_folder(root, "Ceremony")
-    party = emu.add_folder(ceremony, "Party")
-    expected: dict[str, str] = {}
-    for i in range(120):
+    root = kit.add_folder(None, "Wedding 2026")
+    ceremony = kit.add_folder(root, "Ceremony")
+    party = kit.add_folder(ceremony, "Party")
+    expected: dict[str, tuple[str, str, str]] = {}  # id -> (folder_path, name, mime type)
+    for i in range(60):
         parent, path = [(root, ""), (ceremony, "Ceremony"), (party, "Ceremony/Party")][i % 3]
         fmt = ["jpeg", "png", "webp"][i % 3]
-        file_id = emu.add_image(parent, f"IMG_{i:04d}.{'jpg' if fmt == 'jpeg' else fmt}", fmt=fmt)
-        expected[file_id] = path
-    emu.add_native(root, "Shot list", "application/vnd.google-apps.document")
-    emu.add_file(root, "notes.txt", "text/plain", content=b"not an image")
-    emu.add_shortcut(party, "back to root", root)  # a folder cycle
+        name = f"IMG_{i:04d}.{'jpg' if fmt == 'jpeg' else fmt}"
+        expected[kit.add_image(parent, name, fmt=fmt)] = (path, name, FORMAT_MIME_TYPES[fmt])
+    kit.add_file(root, "notes.txt", b"not an image")
 
-    import_id = await start(client, root)
-    body = await wait_for_import(client, import_id)
+    body = await run_import(client, kit, root)
     assert body["status"] == "completed", body
-    assert body["counts"] == {"found": 122, "imported": 120, "skipped": 2, "failed": 0, "pending": 0}
+    assert body["counts"] == {"found": 61, "imported": 60, "skipped": 1, "failed": 0, "pending": 0}
     assert body["folder_name"] == "Wedding 2026"
 
-    images = await images_by_drive_id(app_settings)
+    images = await images_by_source_id(app_settings)
     assert set(images) == set(expected)
     for file_id, row in images.items():
-        meta = emu.items[file_id]
-        assert row["folder_path"] == expected[file_id]
-        assert row["name"] == meta.name
-        assert row["size"] == meta.content.size_bytes
-        assert row["md5"] == emu.md5_of(file_id)
-        assert row["mime_type"] == meta.mime_type
-        assert row["import_id"] == import_id
+        assert (row["source"], row["folder_path"], row["name"], row["mime_type"]) == (kit.source, *expected[file_id])
+        assert row["md5"] == kit.md5_of(file_id)
+        assert row["import_id"] == body["id"]
         assert row["storage_path"] == f"s3://{app_settings.s3_bucket}/{row['storage_key']}"
-        assert row["storage_key"].startswith(app_settings.s3_prefix_normalised + "google_drive/" + file_id)
         assert row["width"] and row["height"]
         assert row["thumbnail_key"], "decodable images get a thumbnail"
     for row in list(images.values())[:30]:
         assert await stored_md5(storage, row["storage_key"]) == row["md5"]
+    # Exactly once in storage too: one original per image, nothing else under the source's prefix.
+    assert await stored_keys(storage, app_settings, kit.source) == sorted(r["storage_key"] for r in images.values())
+    assert await (await client.get(f"/imports/{body['id']}/failures")).json() == NO_FAILURES
 
-    failures = await (await client.get(f"/imports/{import_id}/failures")).json()
-    assert failures == {"failures": [], "next_cursor": None}
 
-
-async def test_large_file_goes_multipart_and_matches(client: Any, drive: RunningEmulator, storage: Storage,
+async def test_large_file_goes_multipart_and_matches(client: Any, kit: SourceKit, storage: Storage,
                                                      app_settings: AppSettings) -> None:
-    root = drive.emu.add_folder(None, "Big")
-    big = drive.emu.add_image(root, "panorama.jpg", size_bytes=19 * MiB + 4321)
-    import_id = await start(client, root)
-    body = await wait_for_import(client, import_id)
+    root = kit.add_folder(None, "Big")
+    big = kit.add_image(root, "panorama.jpg", size_bytes=19 * MiB + 4321)
+    body = await run_import(client, kit, root)
     assert body["status"] == "completed", body
-    row = (await images_by_drive_id(app_settings))[big]
+    row = (await images_by_source_id(app_settings))[big]
     assert row["size"] == 19 * MiB + 4321
-    assert await stored_md5(storage, row["storage_key"]) == drive.emu.md5_of(big)
+    assert await stored_md5(storage, row["storage_key"]) == row["md5"] == kit.md5_of(big)
     assert await storage.open_uploads(app_settings.s3_prefix_normalised) == []
 
 
-async def test_reimport_skips_unchanged_and_reimports_changed(client: Any, drive: RunningEmulator,
+async def test_reimport_skips_unchanged_and_reimports_changed(client: Any, kit: SourceKit, storage: Storage,
                                                               app_settings: AppSettings) -> None:
-    emu = drive.emu
-    root = emu.add_folder(None, "Shoot")
-    ids = [emu.add_image(root, f"{i}.jpg") for i in range(10)]
-    first = await wait_for_import(client, await start(client, root))
+    root = kit.add_folder(None, "Shoot")
+    ids = [kit.add_image(root, f"{i}.jpg") for i in range(10)]
+    first = await run_import(client, kit, root)
     assert first["counts"]["imported"] == 10
-    served_before = sum(emu.bytes_served.get(i, 0) for i in ids)
+    served_before = sum(kit.bytes_served(i) for i in ids)
 
-    second = await wait_for_import(client, await start(client, root))
+    second = await run_import(client, kit, root)
     assert second["status"] == "completed"
     assert second["counts"] == {"found": 10, "imported": 0, "skipped": 10, "failed": 0, "pending": 0}
-    assert sum(emu.bytes_served.get(i, 0) for i in ids) == served_before, "a skipped file was downloaded"
+    assert sum(kit.bytes_served(i) for i in ids) == served_before, "a skipped file was downloaded"
 
-    emu.replace_content(ids[3])
-    third = await wait_for_import(client, await start(client, root))
+    new_bytes = render_image("jpeg", 96, 64, 4242)
+    kit.replace_content(ids[3], new_bytes)
+    third = await run_import(client, kit, root)
     assert third["counts"] == {"found": 10, "imported": 1, "skipped": 9, "failed": 0, "pending": 0}
-    images = await images_by_drive_id(app_settings)
+    images = await images_by_source_id(app_settings)
     assert len(images) == 10
-    assert images[ids[3]]["md5"] == emu.md5_of(ids[3])
-    assert images[ids[3]]["import_id"] == third["id"]
+    changed = images[ids[3]]
+    assert changed["md5"] == kit.md5_of(ids[3]) == hashlib.md5(new_bytes).hexdigest()
+    assert (changed["size"], changed["import_id"]) == (len(new_bytes), third["id"])
+    assert await stored_md5(storage, changed["storage_key"]) == changed["md5"]
+    assert {images[i]["import_id"] for i in ids if i != ids[3]} == {first["id"]}
 
 
-async def test_permanent_failure_is_reported_then_retried(client: Any, drive: RunningEmulator) -> None:
-    emu = drive.emu
-    root = emu.add_folder(None, "Quota")
-    ids = [emu.add_image(root, f"{i}.png", fmt="png") for i in range(5)]
-    emu.inject(ids[2], Fault.download_quota(), times=1)
-    body = await wait_for_import(client, await start(client, root))
+async def test_permanent_failure_is_reported_then_retried(client: Any, kit: SourceKit) -> None:
+    root = kit.add_folder(None, "Refused")
+    ids = [kit.add_image(root, f"{i}.png", fmt="png") for i in range(5)]
+    code = kit.fail_permanently(ids[2])
+    body = await run_import(client, kit, root)
     assert body["status"] == "completed_with_errors"
     assert body["counts"]["failed"] == 1 and body["counts"]["imported"] == 4
-    failures = (await (await client.get(f"/imports/{body['id']}/failures")).json())["failures"]
-    assert [f["file_id"] for f in failures] == [ids[2]]
-    assert failures[0]["error"]["code"] == "downloadQuotaExceeded"
+    failures = await failures_of(client, body["id"])
+    # Permanent: reported after one attempt, not tried again on its own.
+    assert [(f["file_id"], f["error"]["code"], f["attempts"]) for f in failures] == [(ids[2], code, 1)]
     assert failures[0]["error"]["message"]
 
     resp = await client.post(f"/imports/{body['id']}/retry", json={})
@@ -149,66 +177,123 @@ async def test_permanent_failure_is_reported_then_retried(client: Any, drive: Ru
     again = await wait_for_import(client, body["id"])
     assert again["status"] == "completed"
     assert again["counts"] == {"found": 5, "imported": 5, "skipped": 0, "failed": 0, "pending": 0}
+    assert await failures_of(client, body["id"]) == []
 
 
-async def test_transient_md5_mismatch_is_retried_then_fails(client: Any, drive: RunningEmulator,
-                                                            app_settings: AppSettings, storage: Storage) -> None:
-    emu = drive.emu
-    root = emu.add_folder(None, "Corrupt")
-    good = emu.add_image(root, "good.jpg")
-    bad = emu.add_image(root, "bad.jpg", md5_override="0" * 32)
-    body = await wait_for_import(client, await start(client, root), timeout_s=120)
+async def test_transient_failure_is_retried_to_success(kit: SourceKit, app_settings: AppSettings,
+                                                       aiohttp_client: Any) -> None:
+    # One try per request in the source's client, so the failure reaches the pipeline's own retries.
+    client = await aiohttp_client(create_app(app_settings.replace(drive_max_tries=1)))
+    root = kit.add_folder(None, "Hiccup")
+    ids = [kit.add_image(root, f"{i}.jpg") for i in range(4)]
+    kit.fail_transiently(ids[1])
+    body = await run_import(client, kit, root)
+    assert body["status"] == "completed", body
+    assert body["counts"] == {"found": 4, "imported": 4, "skipped": 0, "failed": 0, "pending": 0}
+    items = await items_by_file_id(app_settings, body["id"])
+    assert {i: (r["status"], r["attempts"], r["error_code"]) for i, r in items.items()} == {
+        i: ("done", 2 if i == ids[1] else 1, None) for i in ids}
+    assert await failures_of(client, body["id"]) == []
+
+
+async def test_checksum_mismatch_is_retried_then_fails(client: Any, kit: SourceKit, app_settings: AppSettings,
+                                                       storage: Storage) -> None:
+    """Bytes that fail their source's checksum (MD5 on Drive, the content hash on Dropbox) never reach
+    storage: the check runs before the object is committed."""
+    root = kit.add_folder(None, "Corrupt")
+    good = kit.add_image(root, "good.jpg")
+    bad = kit.add_image(root, "bad.jpg")
+    kit.corrupt_checksum(bad)
+    body = await run_import(client, kit, root, timeout_s=120)
     assert body["status"] == "completed_with_errors"
-    failures = (await (await client.get(f"/imports/{body['id']}/failures")).json())["failures"]
+    failures = await failures_of(client, body["id"])
     assert [(f["file_id"], f["error"]["code"], f["attempts"]) for f in failures] == [
-        (bad, "md5_mismatch", app_settings.max_attempts)]
-    images = await images_by_drive_id(app_settings)
+        (bad, "md5_mismatch" if kit.source == "google_drive" else "checksum_mismatch", app_settings.max_attempts)]
+    images = await images_by_source_id(app_settings)
     assert set(images) == {good}
+    assert await stored_keys(storage, app_settings, kit.source) == [images[good]["storage_key"]], \
+        "bytes that failed their checksum were left in storage"
+
+
+async def test_a_dropped_body_is_resumed_not_restarted(client: Any, kit: SourceKit, app_settings: AppSettings,
+                                                       storage: Storage) -> None:
+    root = kit.add_folder(None, "Flaky")
+    small = kit.add_image(root, "small.jpg", size_bytes=200_000)
+    large = kit.add_image(root, "large.jpg", size_bytes=12 * MiB)
+    kit.drop_once(small, after_bytes=1000)
+    kit.drop_once(large, after_bytes=9 * MiB)  # into the second part of its multipart upload
+    body = await run_import(client, kit, root)
+    assert body["status"] == "completed", body
+    assert body["counts"] == {"found": 2, "imported": 2, "skipped": 0, "failed": 0, "pending": 0}
+    items = await items_by_file_id(app_settings, body["id"])
+    images = await images_by_source_id(app_settings)
+    for file_id in (small, large):
+        assert items[file_id]["attempts"] == 1, "resumed within the attempt, not failed and tried again"
+        first, *resumed = kit.range_headers(file_id)
+        assert first is None and resumed, kit.range_headers(file_id)
+        # Asked again from where the body broke off, never from the start.
+        assert all(h is not None and h.startswith("bytes=") and int(h[6:].split("-")[0]) > 0 for h in resumed)
+        assert await stored_md5(storage, images[file_id]["storage_key"]) == kit.md5_of(file_id)
+    assert await storage.open_uploads(app_settings.s3_prefix_normalised) == []
 
 
 async def test_cancel_stops_transfers_and_leaves_nothing_half_written(
-        client: Any, drive: RunningEmulator, app_settings: AppSettings, storage: Storage) -> None:
-    emu = drive.emu
-    root = emu.add_folder(None, "Slow")
-    for i in range(30):
-        file_id = emu.add_image(root, f"{i}.jpg", size_bytes=6 * MiB)
-        emu.inject(file_id, Fault.slow(2 * MiB), times=None)
-    import_id = await start(client, root)
-    for _ in range(100):
-        if (await (await client.get(f"/imports/{import_id}")).json())["status"] != "queued":
+        client: Any, kit: SourceKit, app_settings: AppSettings, storage: Storage) -> None:
+    root = kit.add_folder(None, "Slow")
+    for i in range(12):
+        # Multipart, and slow enough that uploads are open when the cancel lands.
+        kit.slow(kit.add_image(root, f"{i}.jpg", size_bytes=12 * MiB), 3 * MiB)
+    import_id = await start(client, kit.link(root))
+    open_multipart = "SELECT count(*) FROM import_items WHERE import_id = $1 AND upload_id IS NOT NULL"
+    for _ in range(300):
+        if (await fetch(app_settings, open_multipart, import_id))[0][0]:
             break
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(1.5)
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("no multipart upload was ever open")
     resp = await client.post(f"/imports/{import_id}/cancel", json={})
     assert resp.status == 202
     body = await wait_for_import(client, import_id)
     assert body["status"] == "cancelled"
-    conn = await asyncpg.connect(app_settings.database_url)
-    try:
-        for _ in range(100):
-            in_progress = await conn.fetchval(
-                "SELECT count(*) FROM import_items WHERE import_id = $1 AND status IN ('pending', 'in_progress')",
-                import_id)
-            if in_progress == 0:
-                break
-            await asyncio.sleep(0.1)
-        assert in_progress == 0
-        imported = await conn.fetchval("SELECT count(*) FROM images WHERE import_id = $1", import_id)
-    finally:
-        await conn.close()
-    assert imported < 30
+    unfinished = "SELECT count(*) FROM import_items WHERE import_id = $1 AND status IN ('pending', 'in_progress')"
+    for _ in range(100):
+        if (in_progress := (await fetch(app_settings, unfinished, import_id))[0][0]) == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert in_progress == 0
+    images = await images_by_source_id(app_settings)
+    assert len(images) < 12
     assert await storage.open_uploads(app_settings.s3_prefix_normalised) == []
+    # Every original in storage is a whole, recorded image.
+    assert await stored_keys(storage, app_settings, kit.source) == sorted(r["storage_key"] for r in images.values())
     resp = await client.post(f"/imports/{import_id}/cancel", json={})
     assert resp.status == 409
 
 
+# --- Drive's own behaviour --------------------------------------------------------------------------
+
+async def test_drive_native_docs_and_shortcut_cycles_are_passed_over(client: Any, drive: RunningEmulator,
+                                                                    app_settings: AppSettings) -> None:
+    emu = drive.emu
+    root = emu.add_folder(None, "Mixed")
+    sub = emu.add_folder(root, "Sub")
+    ids = {emu.add_image(root, "a.jpg"), emu.add_image(sub, "b.jpg")}
+    emu.add_native(root, "Shot list", DOCUMENT_MIME_TYPE)
+    emu.add_shortcut(sub, "back to root", root)  # a folder cycle
+    body = await wait_for_import(client, await start(client, drive_link(root)))
+    assert body["status"] == "completed", body
+    assert body["counts"] == {"found": 3, "imported": 2, "skipped": 1, "failed": 0, "pending": 0}
+    assert set(await images_by_source_id(app_settings)) == ids
+
+
 async def test_missing_folder_fails_fast_with_a_clear_reason(client: Any, drive: RunningEmulator) -> None:
-    import_id = await start(client, "1AbCdEfGhIjKlMnOpQrStUvWxYz012345")
-    body = await wait_for_import(client, import_id)
+    body = await wait_for_import(client, await start(client, drive_link("1AbCdEfGhIjKlMnOpQrStUvWxYz012345")))
     assert body["status"] == "failed"
     assert "Anyone with the link" in body["error"]["message"]
     assert body["counts"]["found"] == 0
 
+
+# --- the pipeline's insides -------------------------------------------------------------------------
 
 async def test_claim_room_waits_for_a_worthwhile_claim() -> None:
     room = limits.ClaimRoom(5, min_claim_items=2)
@@ -231,7 +316,7 @@ async def test_worker_processes_split_an_import_instead_of_one_hoarding_it(app_s
         drive.emu.add_image(root, f"IMG_{n:03d}.jpg", width=16, height=16)
     settings = app_settings.replace(files_in_flight=4)
     async with open_deps(settings) as first, open_deps(settings) as second:
-        created = await control.create_import(first.pool, first.redis, parse_link(folder_link(root)))
+        created = await control.create_import(first.pool, first.redis, parse_link(drive_link(root)))
         await listing.list_import(first, created["id"])
         moved = await asyncio.gather(transfer.transfer_import(first, created["id"]),
                                      transfer.transfer_import(second, created["id"]))

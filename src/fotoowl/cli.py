@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -189,6 +190,8 @@ def cmd_dev(settings: AppSettings, args: argparse.Namespace) -> int:
 def cmd_drive_emulator(settings: AppSettings, args: argparse.Namespace) -> int:
     from fotoowl.testing.drive_emulator import serve_demo
 
+    # As a container's main process it is stopped with SIGTERM: stop the same way as on Ctrl-C.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_demo(args.host, args.port, args.images, args.seed, latency_s=args.latency_ms / 1000))
     return EXIT_OK

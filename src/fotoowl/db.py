@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -78,8 +80,18 @@ async def migrate(conn: asyncpg.Connection, folder: Traversable | None = None) -
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_ID)
 
 
-async def migrate_url(database_url: str) -> list[str]:
-    conn = await asyncpg.connect(database_url)
+async def migrate_url(database_url: str, *, wait_s: float = 60.0) -> list[str]:
+    """Migrate, waiting up to `wait_s` for a database that is still starting (containers start together)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            conn = await asyncpg.connect(database_url)
+            break
+        except (OSError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError) as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("the database is not ready (%s); trying again", type(exc).__name__)
+            await asyncio.sleep(1.0)
     try:
         return await migrate(conn)
     finally:

@@ -17,7 +17,7 @@ from pathlib import Path
 import aiofiles
 import aiofiles.os
 
-from fotoowl.storage import ObjectNotFound, OnMultipartStart, OpenUpload, Storage, StoredObject, _check
+from fotoowl.storage import ObjectNotFound, OnMultipartStart, OpenUpload, Storage, StoredObject, Verify, _check
 
 
 class FileStorage(Storage):
@@ -45,6 +45,7 @@ class FileStorage(Storage):
         expected_md5: str | None = None,
         size_hint_bytes: int | None = None,
         on_multipart_start: OnMultipartStart | None = None,
+        verify: Verify | None = None,
     ) -> StoredObject:
         path = self._path(key)
         await aiofiles.os.makedirs(path.parent, exist_ok=True)
@@ -60,6 +61,8 @@ class FileStorage(Storage):
                 await out.flush()
                 await asyncio.to_thread(os.fsync, out.fileno())
             _check(expected_md5, md5.hexdigest())
+            if verify is not None:
+                verify()
             await aiofiles.os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):

@@ -31,10 +31,16 @@ OnMultipartStart = Callable[[str], Awaitable[None]]
 
 
 class ChecksumMismatch(Exception):
-    def __init__(self, expected: str, actual: str) -> None:
-        super().__init__(f"MD5 mismatch: the source says {expected}, the bytes received hash to {actual}")
+    def __init__(self, expected: str, actual: str, kind: str = "md5") -> None:
+        name = "MD5" if kind == "md5" else kind
+        super().__init__(f"{name} mismatch: the source says {expected}, the bytes received hash to {actual}")
         self.expected = expected
         self.actual = actual
+        self.kind = kind
+
+
+# Called once every byte has been read, before the object is committed: raising keeps the old object.
+Verify = Callable[[], None]
 
 
 class ObjectNotFound(Exception):
@@ -89,6 +95,7 @@ class Storage(ABC):
         expected_md5: str | None = None,
         size_hint_bytes: int | None = None,
         on_multipart_start: OnMultipartStart | None = None,
+        verify: Verify | None = None,
     ) -> StoredObject: ...
 
     @abstractmethod
@@ -151,6 +158,7 @@ class S3Storage(Storage):
         expected_md5: str | None = None,
         size_hint_bytes: int | None = None,
         on_multipart_start: OnMultipartStart | None = None,
+        verify: Verify | None = None,
     ) -> StoredObject:
         part_size = part_size_for(size_hint_bytes, self.part_size_bytes)
         stream = aiter(chunks)
@@ -159,6 +167,8 @@ class S3Storage(Storage):
             # The whole body fits in one part: one request.
             md5 = await _md5(first)
             _check(expected_md5, md5.hexdigest())
+            if verify is not None:
+                verify()
             await self.client.put_object(
                 Bucket=self.bucket, Key=key, Body=first, ContentType=content_type,
                 ContentMD5=base64.b64encode(md5.digest()).decode(),
@@ -166,11 +176,13 @@ class S3Storage(Storage):
             return StoredObject(key, len(first), md5.hexdigest(), self.location(key), multipart=False,
                                 body=first)
         return await self._multipart(key, stream, first, leftover, part_size, content_type=content_type,
-                                     expected_md5=expected_md5, on_multipart_start=on_multipart_start)
+                                     expected_md5=expected_md5, on_multipart_start=on_multipart_start,
+                                     verify=verify)
 
     async def _multipart(
         self, key: str, stream: AsyncIterator[bytes], part: bytes, leftover: bytes, part_size: int, *,
         content_type: str, expected_md5: str | None, on_multipart_start: OnMultipartStart | None,
+        verify: Verify | None,
     ) -> StoredObject:
         created = await self.client.create_multipart_upload(Bucket=self.bucket, Key=key,
                                                             ContentType=content_type)
@@ -194,6 +206,8 @@ class S3Storage(Storage):
                 size += len(part)
                 part, leftover = await _read_part(stream, leftover, part_size)
             _check(expected_md5, whole_md5.hexdigest())
+            if verify is not None:
+                verify()
             await self.client.complete_multipart_upload(
                 Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts},
             )

@@ -23,7 +23,7 @@ log = logging.getLogger("fotoowl.pipeline.sweeper")
 # An active import records progress every second or so (see _transfer_batch).
 STALLED_AFTER_S = 15.0
 # The listing heartbeat comes every LISTING_HEARTBEAT_S; this many seconds without one means its worker died.
-LISTING_STALE_AFTER_S = 60.0
+LISTING_STALE_AFTER_S = 30.0
 QUEUED_STALE_AFTER_S = 30.0
 
 
