@@ -72,8 +72,9 @@ def servers(tmp_root: Path) -> Iterator[SessionServers]:
         key_id = os.environ.get("AWS_ACCESS_KEY_ID", "fotoowl-test")
         secret = os.environ.get("AWS_SECRET_ACCESS_KEY", "fotoowl-test-secret")
         if not s3_url:
-            server = embedded.start_seaweedfs(tmp_root / "s3", bucket=TEST_BUCKET, access_key_id=key_id,
-                                              secret_access_key=secret)
+            server = embedded.start_seaweedfs(
+                tmp_root / "s3", bucket=TEST_BUCKET, access_key_id=key_id, secret_access_key=secret
+            )
             started.append(server)
             s3_url = server.url
         template = f"fotoowl_tpl_{os.getpid()}"
@@ -232,9 +233,14 @@ async def app_settings(settings: AppSettings, drive: RunningEmulator, dropbox: R
     """Settings that read both emulators: Drive with the test key, Dropbox with the test app."""
     from source_kits import DROPBOX_APP_KEY, DROPBOX_APP_SECRET
 
-    return settings.replace(drive_api_url=drive.api_url, google_api_key=Secret(TEST_API_KEY),
-                            dropbox_app_key=DROPBOX_APP_KEY, dropbox_app_secret=Secret(DROPBOX_APP_SECRET),
-                            dropbox_api_url=dropbox.url, dropbox_content_url=dropbox.url)
+    return settings.replace(
+        drive_api_url=drive.api_url,
+        google_api_key=Secret(TEST_API_KEY),
+        dropbox_app_key=DROPBOX_APP_KEY,
+        dropbox_app_secret=Secret(DROPBOX_APP_SECRET),
+        dropbox_api_url=dropbox.url,
+        dropbox_content_url=dropbox.url,
+    )
 
 
 @pytest.fixture

@@ -187,9 +187,17 @@ class DropboxKit:
         self.emu.latency_s = latency_s
 
     def env(self) -> dict[str, str]:
-        return {"FOTOOWL_DROPBOX_APP_KEY": DROPBOX_APP_KEY, "FOTOOWL_DROPBOX_APP_SECRET": DROPBOX_APP_SECRET,
-                "FOTOOWL_DROPBOX_API_URL": self.url, "FOTOOWL_DROPBOX_CONTENT_URL": self.url}
+        return {
+            "FOTOOWL_DROPBOX_APP_KEY": DROPBOX_APP_KEY,
+            "FOTOOWL_DROPBOX_APP_SECRET": DROPBOX_APP_SECRET,
+            "FOTOOWL_DROPBOX_API_URL": self.url,
+            "FOTOOWL_DROPBOX_CONTENT_URL": self.url,
+        }
 
     def settings(self, settings: AppSettings) -> AppSettings:
-        return settings.replace(dropbox_app_key=DROPBOX_APP_KEY, dropbox_app_secret=Secret(DROPBOX_APP_SECRET),
-                                dropbox_api_url=self.url, dropbox_content_url=self.url)
+        return settings.replace(
+            dropbox_app_key=DROPBOX_APP_KEY,
+            dropbox_app_secret=Secret(DROPBOX_APP_SECRET),
+            dropbox_api_url=self.url,
+            dropbox_content_url=self.url,
+        )

@@ -27,8 +27,14 @@ from fotoowl.web.openapi import build_document
 from test_openapi import documented
 
 MAX_EXAMPLES = 30
-CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance", "response_schema_conformance",
-          "response_headers_conformance", "negative_data_rejection")
+CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+    "response_headers_conformance",
+    "negative_data_rejection",
+)
 
 # Explicit, so a schemathesis.toml lying around cannot change what this test does.
 CONFIG = schemathesis.Config.from_dict({})
@@ -100,16 +106,22 @@ def fuzz(operation: APIOperation, mode: GenerationMode) -> None:
 
     @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
     # Same cases every run (a regression test, not a lottery), and no example database to replay.
-    @hypothesis.settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
-                         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    @hypothesis.settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
     def run(case: schemathesis.Case) -> None:
         case.call_and_validate(checks=checks)
 
     run()
 
 
-def test_every_operation_keeps_its_contract(api_schema: schemathesis.BaseSchema, base_url: str,
-                                            subtests: pytest.Subtests) -> None:
+def test_every_operation_keeps_its_contract(
+    api_schema: schemathesis.BaseSchema, base_url: str, subtests: pytest.Subtests
+) -> None:
     operations = [result.ok() for result in api_schema.get_all_operations()]
     # Everything but the document itself, which schemathesis leaves out when it loads from there.
     every = {f"{method} {path}" for method, path in documented(build_document(auth_required=False))}

@@ -50,7 +50,7 @@ def test_no_import_circle() -> None:
     def visit(node: str) -> None:
         if node in done:
             return
-        assert node not in visiting, "import circle: " + " -> ".join([*visiting[visiting.index(node):], node])
+        assert node not in visiting, "import circle: " + " -> ".join([*visiting[visiting.index(node) :], node])
         visiting.append(node)
         for nxt in sorted(graph[node]):
             visit(nxt)
@@ -99,6 +99,5 @@ def test_only_the_registry_knows_the_sources() -> None:
     for name, path in modules():
         if not name.startswith(("fotoowl.pipeline", "fotoowl.web", "fotoowl.worker", "fotoowl.cli")):
             continue
-        offenders += [f"{name} -> {target}" for target in imports_of(name, path, known)
-                      if target.startswith(specific)]
+        offenders += [f"{name} -> {target}" for target in imports_of(name, path, known) if target.startswith(specific)]
     assert not offenders, offenders

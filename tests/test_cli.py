@@ -21,21 +21,29 @@ from fotoowl.testing.drive_emulator import Fault
 
 def cli_env(settings: AppSettings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FOTOOWL_", "GOOGLE_"))}
-    env.update({
-        "FOTOOWL_DATABASE_URL": settings.database_url,
-        "FOTOOWL_REDIS_URL": settings.redis_url,
-        "FOTOOWL_DRIVE_API_URL": settings.drive_api_url,
-        "FOTOOWL_GOOGLE_API_KEY": TEST_API_KEY,
-        "FOTOOWL_LOG_FORMAT": "json",
-    })
+    env.update(
+        {
+            "FOTOOWL_DATABASE_URL": settings.database_url,
+            "FOTOOWL_REDIS_URL": settings.redis_url,
+            "FOTOOWL_DRIVE_API_URL": settings.drive_api_url,
+            "FOTOOWL_GOOGLE_API_KEY": TEST_API_KEY,
+            "FOTOOWL_LOG_FORMAT": "json",
+        }
+    )
     env.update(extra)
     return env
 
 
 async def run_cli(env: dict[str, str], *args: str, timeout_s: float = 90) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fotoowl.cli", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "fotoowl.cli",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -45,8 +53,9 @@ def link(folder_id: str) -> str:
     return f"https://drive.google.com/drive/folders/{folder_id}"
 
 
-async def test_import_wait_json_exits_0_with_the_summary(client: Any, drive: RunningEmulator,
-                                                         app_settings: AppSettings) -> None:
+async def test_import_wait_json_exits_0_with_the_summary(
+    client: Any, drive: RunningEmulator, app_settings: AppSettings
+) -> None:
     root = drive.emu.add_folder(None, "CLI")
     for i in range(6):
         drive.emu.add_image(root, f"{i}.jpg")
@@ -62,8 +71,7 @@ async def test_import_wait_json_exits_0_with_the_summary(client: Any, drive: Run
     assert summary == await resp.json()
 
 
-async def test_import_with_failed_files_exits_1(client: Any, drive: RunningEmulator,
-                                                app_settings: AppSettings) -> None:
+async def test_import_with_failed_files_exits_1(client: Any, drive: RunningEmulator, app_settings: AppSettings) -> None:
     root = drive.emu.add_folder(None, "Partly")
     ids = [drive.emu.add_image(root, f"{i}.jpg") for i in range(3)]
     drive.emu.inject(ids[0], Fault.download_quota(), times=None)
@@ -73,8 +81,9 @@ async def test_import_with_failed_files_exits_1(client: Any, drive: RunningEmula
 
 
 async def test_missing_folder_exits_2(client: Any, drive: RunningEmulator, app_settings: AppSettings) -> None:
-    code, out, _ = await run_cli(cli_env(app_settings), "import", link("1NoSuchFolderAtAll0123456789"),
-                                 "--direct", "--wait", "--json")
+    code, out, _ = await run_cli(
+        cli_env(app_settings), "import", link("1NoSuchFolderAtAll0123456789"), "--direct", "--wait", "--json"
+    )
     assert code == 2
     summary = json.loads(out)
     assert summary["status"] == "failed"
@@ -82,8 +91,9 @@ async def test_missing_folder_exits_2(client: Any, drive: RunningEmulator, app_s
     assert "Anyone with the link" in summary["error"]["message"]
 
 
-async def test_listing_that_fails_as_a_whole_exits_3(client: Any, drive: RunningEmulator,
-                                                     app_settings: AppSettings) -> None:
+async def test_listing_that_fails_as_a_whole_exits_3(
+    client: Any, drive: RunningEmulator, app_settings: AppSettings
+) -> None:
     root = drive.emu.add_folder(None, "Quota")
     drive.emu.add_image(root, "a.jpg")
     drive.emu.inject(root, Fault.http(403, "dailyLimitExceeded"), times=None, on="list")
@@ -92,8 +102,14 @@ async def test_listing_that_fails_as_a_whole_exits_3(client: Any, drive: Running
     assert json.loads(out)["status"] == "failed"
 
 
-@pytest.mark.parametrize("url", ["https://example.com/drive/folders/abc", "https://drive.google.com/file/d/"
-                                 "1AbCdEfGhIjKlMnOpQrStUvWxYz/view", "not a link"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/drive/folders/abc",
+        "https://drive.google.com/file/d/1AbCdEfGhIjKlMnOpQrStUvWxYz/view",
+        "not a link",
+    ],
+)
 async def test_bad_links_exit_2_without_touching_anything(url: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FOTOOWL_")}
     env["FOTOOWL_GOOGLE_API_KEY"] = "k"

@@ -107,8 +107,11 @@ async def test_invalid_link_exits_2_with_the_servers_message(client: Any) -> Non
 
 async def test_fotoowl_url_wins_over_a_database_url(client: Any) -> None:
     # FOTOOWL_DATABASE_URL alone selects --direct (scripts of before); FOTOOWL_URL says "the server".
-    env = api_env(base_url(client), FOTOOWL_DATABASE_URL=f"postgresql://u@127.0.0.1:{embedded.free_port()}/x",
-                  FOTOOWL_REDIS_URL=f"redis://127.0.0.1:{embedded.free_port()}/0")
+    env = api_env(
+        base_url(client),
+        FOTOOWL_DATABASE_URL=f"postgresql://u@127.0.0.1:{embedded.free_port()}/x",
+        FOTOOWL_REDIS_URL=f"redis://127.0.0.1:{embedded.free_port()}/0",
+    )
     code, _, err = await run_cli(env, "import", "not a link")
     assert code == 2, err
     assert "database" not in err and "link" in err
@@ -138,8 +141,10 @@ async def test_without_fotoowl_url_the_server_is_where_fotoowl_host_and_port_say
 
 # --- a token-protected server ---------------------------------------------------------------------
 
+
 async def test_a_server_with_a_token_needs_fotoowl_api_token(
-        app_settings: AppSettings, aiohttp_client: Any, drive: RunningEmulator) -> None:
+    app_settings: AppSettings, aiohttp_client: Any, drive: RunningEmulator
+) -> None:
     from fotoowl.web.app import create_app
 
     client = await aiohttp_client(create_app(app_settings.replace(api_token=Secret(TOKEN))))
@@ -159,6 +164,7 @@ async def test_a_server_with_a_token_needs_fotoowl_api_token(
 
 
 # --- fotoowl imports / images ---------------------------------------------------------------------
+
 
 async def test_imports_and_images_list_what_the_import_made(client: Any, drive: RunningEmulator) -> None:
     done = await import_through_the_api(client, shoot(drive))
@@ -196,12 +202,21 @@ async def test_images_with_no_match_print_nothing_on_stdout(client: Any) -> None
 
 # --- progress on a terminal -----------------------------------------------------------------------
 
+
 async def test_wait_draws_progress_on_a_terminal(client: Any, drive: RunningEmulator) -> None:
     drive.emu.latency_s = 0.05  # a few polls' worth of import
     leader, follower = pty.openpty()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fotoowl.cli", "import", link(shoot(drive)), "--wait",
-        env=api_env(base_url(client)), stdout=asyncio.subprocess.PIPE, stderr=follower)
+        sys.executable,
+        "-m",
+        "fotoowl.cli",
+        "import",
+        link(shoot(drive)),
+        "--wait",
+        env=api_env(base_url(client)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=follower,
+    )
     os.close(follower)
 
     def read_terminal() -> bytes:
@@ -218,7 +233,8 @@ async def test_wait_draws_progress_on_a_terminal(client: Any, drive: RunningEmul
 
     try:
         terminal, (out, _) = await asyncio.wait_for(
-            asyncio.gather(asyncio.to_thread(read_terminal), proc.communicate()), 90)
+            asyncio.gather(asyncio.to_thread(read_terminal), proc.communicate()), 90
+        )
     finally:
         os.close(leader)
     assert proc.returncode == 0, terminal
@@ -230,8 +246,16 @@ async def test_wait_draws_progress_on_a_terminal(client: Any, drive: RunningEmul
 async def test_ctrl_c_stops_the_waiting_not_the_import(client: Any, drive: RunningEmulator) -> None:
     drive.emu.latency_s = 0.5  # slow enough that the import is still going when Ctrl-C comes
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fotoowl.cli", "import", link(shoot(drive)), "--wait",
-        env=api_env(base_url(client)), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "fotoowl.cli",
+        "import",
+        link(shoot(drive)),
+        "--wait",
+        env=api_env(base_url(client)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         for _ in range(200):
             imports = (await (await client.get("/imports")).json())["imports"]
@@ -254,6 +278,7 @@ async def test_ctrl_c_stops_the_waiting_not_the_import(client: Any, drive: Runni
 
 
 # --- the client itself ----------------------------------------------------------------------------
+
 
 async def test_client_answers_are_typed_and_dump_back_to_the_api_json(client: Any, drive: RunningEmulator) -> None:
     async with FotoowlClient(base_url(client)) as api:
@@ -305,7 +330,8 @@ async def test_client_reports_a_server_that_is_not_there() -> None:
 
 
 async def test_client_refuses_answers_that_are_not_the_api(
-        aiohttp_server: Callable[[web.Application], Awaitable[TestServer]]) -> None:
+    aiohttp_server: Callable[[web.Application], Awaitable[TestServer]],
+) -> None:
     async def other_json(request: web.Request) -> web.Response:
         return web.json_response({"hello": "world"})
 

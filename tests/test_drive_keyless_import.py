@@ -31,14 +31,18 @@ async def public_drive() -> AsyncIterator[tuple[PublicDriveEmulator, PublicEmula
 
 
 @pytest.fixture
-async def keyless(settings: AppSettings, public_drive: tuple[PublicDriveEmulator, PublicEmulatorServer],
-                  aiohttp_client: Any) -> Any:
+async def keyless(
+    settings: AppSettings, public_drive: tuple[PublicDriveEmulator, PublicEmulatorServer], aiohttp_client: Any
+) -> Any:
     """The app with no Google API key: Drive folders are read from the public pages."""
     _, server = public_drive
-    keyless_settings = settings.replace(google_api_key=Secret(""), drive_reader="auto",
-                                        drive_public_page_url=server.page_url,
-                                        drive_public_download_url=server.download_url,
-                                        drive_public_rate_per_s=200.0)
+    keyless_settings = settings.replace(
+        google_api_key=Secret(""),
+        drive_reader="auto",
+        drive_public_page_url=server.page_url,
+        drive_public_download_url=server.download_url,
+        drive_public_rate_per_s=200.0,
+    )
     assert keyless_settings.drive_reader_in_use() == "public_page"
     return await aiohttp_client(create_app(keyless_settings))
 
@@ -62,8 +66,9 @@ def nested_folder(emu: PublicDriveEmulator) -> tuple[str, set[str], str]:
     return root, images, over_quota
 
 
-async def check_landed(settings: AppSettings, storage: Storage, emu: PublicDriveEmulator, images: set[str],
-                       over_quota: str) -> None:
+async def check_landed(
+    settings: AppSettings, storage: Storage, emu: PublicDriveEmulator, images: set[str], over_quota: str
+) -> None:
     conn = await asyncpg.connect(settings.database_url)
     try:
         rows = await conn.fetch("SELECT * FROM images")
@@ -76,7 +81,11 @@ async def check_landed(settings: AppSettings, storage: Storage, emu: PublicDrive
         data = emu.content_of(file_id)
         # Sizes and MD5s come from the bytes themselves; Drive listed neither.
         assert (row["size"], row["md5"], row["checksum"], row["checksum_kind"]) == (
-            len(data), hashlib.md5(data).hexdigest(), hashlib.md5(data).hexdigest(), "md5")
+            len(data),
+            hashlib.md5(data).hexdigest(),
+            hashlib.md5(data).hexdigest(),
+            "md5",
+        )
         stored = b"".join([chunk async for chunk in storage.stream(row["storage_key"])])
         assert stored == data
     by_name = {i["name"]: i for i in items}
@@ -88,16 +97,24 @@ async def check_landed(settings: AppSettings, storage: Storage, emu: PublicDrive
 
 
 async def test_a_public_folder_imports_without_a_key_through_the_api(
-        keyless: Any, public_drive: tuple[PublicDriveEmulator, PublicEmulatorServer], settings: AppSettings,
-        storage: Storage) -> None:
+    keyless: Any,
+    public_drive: tuple[PublicDriveEmulator, PublicEmulatorServer],
+    settings: AppSettings,
+    storage: Storage,
+) -> None:
     emu, _ = public_drive
     root, images, over_quota = nested_folder(emu)
     resp = await keyless.post("/imports", json={"folder_url": f"https://drive.google.com/drive/folders/{root}"})
     assert resp.status == 202, await resp.text()
     body = await wait_for_import(keyless, (await resp.json())["import_id"], timeout_s=90)
     assert (body["status"], body["reader"]) == ("completed_with_errors", "public_page")
-    assert body["counts"] == {"found": len(images) + 3, "imported": len(images), "skipped": 2, "failed": 1,
-                              "pending": 0}
+    assert body["counts"] == {
+        "found": len(images) + 3,
+        "imported": len(images),
+        "skipped": 2,
+        "failed": 1,
+        "pending": 0,
+    }
     await check_landed(settings, storage, emu, images, over_quota)
     # The quota file was asked for once per attempt, never in a loop.
     page = await (await keyless.get(f"/ui/imports/{body['id']}")).text()
@@ -105,12 +122,16 @@ async def test_a_public_folder_imports_without_a_key_through_the_api(
 
 
 async def test_a_public_folder_imports_without_a_key_through_fotoowl_import(
-        keyless: Any, public_drive: tuple[PublicDriveEmulator, PublicEmulatorServer], settings: AppSettings,
-        storage: Storage) -> None:
+    keyless: Any,
+    public_drive: tuple[PublicDriveEmulator, PublicEmulatorServer],
+    settings: AppSettings,
+    storage: Storage,
+) -> None:
     emu, _ = public_drive
     root, images, over_quota = nested_folder(emu)
-    code, out, err = await run_cli(api_env(base_url(keyless)), "import",
-                                   f"https://drive.google.com/drive/folders/{root}", "--wait", "--json")
+    code, out, err = await run_cli(
+        api_env(base_url(keyless)), "import", f"https://drive.google.com/drive/folders/{root}", "--wait", "--json"
+    )
     assert code == 1, (out, err)  # the file over its quota failed
     summary = json.loads(out)
     assert (summary["status"], summary["reader"]) == ("completed_with_errors", "public_page")
@@ -118,7 +139,8 @@ async def test_a_public_folder_imports_without_a_key_through_fotoowl_import(
 
 
 async def test_a_folder_not_shared_publicly_fails_at_once_saying_how_to_share_it(
-        keyless: Any, public_drive: tuple[PublicDriveEmulator, PublicEmulatorServer]) -> None:
+    keyless: Any, public_drive: tuple[PublicDriveEmulator, PublicEmulatorServer]
+) -> None:
     emu, _ = public_drive
     root = emu.add_folder(None, "Private")
     emu.add_image(root, "a.jpg")

@@ -41,8 +41,13 @@ async def server(emu: PublicDriveEmulator) -> AsyncIterator[PublicEmulatorServer
 
 def make_source(session: aiohttp.ClientSession, server: PublicEmulatorServer, **overrides: Any) -> DrivePublicSource:
     """Backoff in milliseconds, so retry tests stay fast."""
-    options: dict[str, Any] = {"pacer": None, "max_tries": 4, "backoff_base_s": 0.001, "backoff_cap_s": 0.005,
-                               "read_timeout_s": 5.0}
+    options: dict[str, Any] = {
+        "pacer": None,
+        "max_tries": 4,
+        "backoff_base_s": 0.001,
+        "backoff_cap_s": 0.005,
+        "read_timeout_s": 5.0,
+    }
     options.update(overrides)
     return DrivePublicSource(session, page_url=server.page_url, download_url=server.download_url, **options)
 
@@ -75,8 +80,9 @@ async def walk_all(source: DrivePublicSource, link: FolderLink, *, recursive: bo
     return walked
 
 
-async def read_all(source: DrivePublicSource, link: FolderLink, entry: Entry | str,
-                   chunk_size_bytes: int = 1 << 16) -> tuple[bytes, PublicDownload]:
+async def read_all(
+    source: DrivePublicSource, link: FolderLink, entry: Entry | str, chunk_size_bytes: int = 1 << 16
+) -> tuple[bytes, PublicDownload]:
     entry_id, locator = (entry, None) if isinstance(entry, str) else (entry.source_id, entry.locator)
     stream = source.open(link, entry_id, locator=locator, expected_size_bytes=None, chunk_size_bytes=chunk_size_bytes)
     try:
@@ -89,8 +95,9 @@ async def read_all(source: DrivePublicSource, link: FolderLink, entry: Entry | s
 # --- a whole folder -----------------------------------------------------------------------------------
 
 
-async def test_nested_public_folder_is_walked_and_downloaded(emu: PublicDriveEmulator,
-                                                             source: DrivePublicSource) -> None:
+async def test_nested_public_folder_is_walked_and_downloaded(
+    emu: PublicDriveEmulator, source: DrivePublicSource
+) -> None:
     root = emu.add_folder(None, "Smith & Jones <wedding> 'été'")
     small = emu.add_image(root, "IMG_0001.jpg")
     png = emu.add_image(root, "Café ☕.png", fmt="png")
@@ -116,7 +123,11 @@ async def test_nested_public_folder_is_walked_and_downloaded(emu: PublicDriveEmu
 
     # One page per folder, breadth first: the root, its two subfolders, then the one below Day 1.
     assert [set(batch) for batch in walked.batches] == [
-        {small, png, large, over_quota, dropped, hostile, doc, sheet, pdf}, {ceremony}, {keyed_image}, {portrait}]
+        {small, png, large, over_quota, dropped, hostile, doc, sheet, pdf},
+        {ceremony},
+        {keyed_image},
+        {portrait},
+    ]
     assert set(walked.entries) == {small, png, large, over_quota, dropped, hostile, ceremony, keyed_image, portrait}
     assert {k: (s.reason, s.mime_type) for k, s in walked.skipped.items()} == {
         doc: ("google_native", "application/vnd.google-apps.document"),
@@ -159,14 +170,19 @@ async def test_nested_public_folder_is_walked_and_downloaded(emu: PublicDriveEmu
 async def test_it_is_a_source_named_like_the_api_reader(source: DrivePublicSource) -> None:
     reader: Source = source
     link = reader.parse_link("https://drive.google.com/drive/folders/1AbCdEfGhIjKlMnOpQrStUv?resourcekey=0-xyz")
-    assert (reader.name, link.source, link.folder_id, link.key) == ("google_drive", "google_drive",
-                                                                    "1AbCdEfGhIjKlMnOpQrStUv", "0-xyz")
+    assert (reader.name, link.source, link.folder_id, link.key) == (
+        "google_drive",
+        "google_drive",
+        "1AbCdEfGhIjKlMnOpQrStUv",
+        "0-xyz",
+    )
     with pytest.raises(InvalidLink):
         reader.parse_link("https://drive.google.com/file/d/1AbCdEfGhIjKlMnOpQrStUv/view")
 
 
-async def test_a_large_file_dropped_midway_resumes_past_the_form(emu: PublicDriveEmulator,
-                                                                 source: DrivePublicSource) -> None:
+async def test_a_large_file_dropped_midway_resumes_past_the_form(
+    emu: PublicDriveEmulator, source: DrivePublicSource
+) -> None:
     root = emu.add_folder(None, "Big")
     large = emu.add_image(root, "big.jpg", size_bytes=2 * SCAN_THRESHOLD_BYTES)
     emu.inject(large, PublicFault.reset(after_bytes=100_000))
@@ -179,7 +195,9 @@ async def test_a_large_file_dropped_midway_resumes_past_the_form(emu: PublicDriv
 async def test_a_large_file_needing_its_resource_key(emu: PublicDriveEmulator, source: DrivePublicSource) -> None:
     root = emu.add_folder(None, "Root", resource_key=True)
     large = emu.add_image(root, "big.jpg", size_bytes=2 * SCAN_THRESHOLD_BYTES, resource_key=True)
-    link = source.parse_link(f"https://drive.google.com/drive/folders/{root}?resourcekey={emu.items[root].resource_key}")
+    link = source.parse_link(
+        f"https://drive.google.com/drive/folders/{root}?resourcekey={emu.items[root].resource_key}"
+    )
     walked = await walk_all(source, link)
     assert walked.entries[large].locator == emu.items[large].resource_key
     assert (await read_all(source, link, walked.entries[large]))[0] == emu.content_of(large)
@@ -248,8 +266,9 @@ async def test_a_missing_folder_or_a_missing_resource_key_is_not_accessible(
     assert await source.folder_name(link) == "Keyed"
 
 
-async def test_a_subfolder_behind_sign_in_is_skipped_with_the_reason(emu: PublicDriveEmulator,
-                                                                     source: DrivePublicSource) -> None:
+async def test_a_subfolder_behind_sign_in_is_skipped_with_the_reason(
+    emu: PublicDriveEmulator, source: DrivePublicSource
+) -> None:
     root = emu.add_folder(None, "Root")
     shut = emu.add_folder(root, "Shut")
     emu.add_image(shut, "hidden.jpg")
@@ -291,13 +310,18 @@ async def elsewhere() -> AsyncIterator[tuple[str, Counter[str]]]:
     await runner.cleanup()
 
 
-async def test_only_google_hosts_are_followed(emu: PublicDriveEmulator, source: DrivePublicSource,
-                                              elsewhere: tuple[str, Counter[str]]) -> None:
+async def test_only_google_hosts_are_followed(
+    emu: PublicDriveEmulator, source: DrivePublicSource, elsewhere: tuple[str, Counter[str]]
+) -> None:
     other_url, hits = elsewhere
     root = emu.add_folder(None, "Root")
     link = link_to(source, root)
     redirected = emu.add_image(root, "a.jpg")
-    for location in (f"{other_url}/steal", "https://drive.google.com.evil.example/download", "http://drive.google.com/x"):
+    for location in (
+        f"{other_url}/steal",
+        "https://drive.google.com.evil.example/download",
+        "http://drive.google.com/x",
+    ):
         emu.set_redirect(redirected, location)
         with pytest.raises(SourceError) as caught:
             await read_all(source, link, redirected)
@@ -317,19 +341,34 @@ def test_the_allowed_hosts(source: DrivePublicSource) -> None:
     assert allowed(URL("https://drive.usercontent.google.com/download?id=x"))
     assert allowed(URL("https://doc-0k-9s-docs.googleusercontent.com/docs/securesc/x"))
     assert allowed(URL(source.fetcher.download_url / "download"))
-    for url in ("http://drive.google.com/x", "https://drive.google.com.evil.example/", "https://googleusercontent.com.x/",
-                "https://accounts.google.com/ServiceLogin", "https://www.google.com/sorry/index", "/relative"):
+    for url in (
+        "http://drive.google.com/x",
+        "https://drive.google.com.evil.example/",
+        "https://googleusercontent.com.x/",
+        "https://accounts.google.com/ServiceLogin",
+        "https://www.google.com/sorry/index",
+        "/relative",
+    ):
         assert not allowed(URL(url)), url
 
 
 # --- pacing and retries -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fault", [PublicFault.captcha(), PublicFault.captcha(status=200),
-                                   PublicFault.sorry_redirect(), PublicFault.http(429, retry_after_s=0),
-                                   PublicFault.html_instead()], ids=lambda f: f"{f.kind}-{f.status}")
-async def test_google_pushing_back_slows_the_pacer(emu: PublicDriveEmulator, session: aiohttp.ClientSession,
-                                                  server: PublicEmulatorServer, fault: PublicFault) -> None:
+@pytest.mark.parametrize(
+    "fault",
+    [
+        PublicFault.captcha(),
+        PublicFault.captcha(status=200),
+        PublicFault.sorry_redirect(),
+        PublicFault.http(429, retry_after_s=0),
+        PublicFault.html_instead(),
+    ],
+    ids=lambda f: f"{f.kind}-{f.status}",
+)
+async def test_google_pushing_back_slows_the_pacer(
+    emu: PublicDriveEmulator, session: aiohttp.ClientSession, server: PublicEmulatorServer, fault: PublicFault
+) -> None:
     root = emu.add_folder(None, "Root")
     image = emu.add_image(root, "a.jpg")
     # Every cut counts here (no interval), and the pace barely recovers during the test.
@@ -363,8 +402,7 @@ async def test_dropped_connections_are_retried_without_slowing_the_pace(
     assert pacer.rate_per_s == pytest.approx(20.0, rel=0.01)  # the 503 alone
 
 
-async def test_transient_failures_give_up_after_the_tries(emu: PublicDriveEmulator,
-                                                          source: DrivePublicSource) -> None:
+async def test_transient_failures_give_up_after_the_tries(emu: PublicDriveEmulator, source: DrivePublicSource) -> None:
     root = emu.add_folder(None, "Root")
     emu.inject(root, PublicFault.captcha(), on="page", times=None)
     with pytest.raises(SourceError) as caught:
@@ -445,22 +483,28 @@ def test_a_folder_page_is_read_by_its_structure() -> None:
     assert page.items[2].native_type == "application/vnd.google-apps.presentation"
     bare = parse_folder_page(BARE_ANCHORS_PAGE)
     assert bare is not None and [(i.kind, i.title, i.icon_type) for i in bare.items] == [
-        ("file", "notes.txt", "text/plain"), ("folder", "sub", "application/vnd.google-apps.folder")]
+        ("file", "notes.txt", "text/plain"),
+        ("folder", "sub", "application/vnd.google-apps.folder"),
+    ]
     assert parse_folder_page("<html><body><p>no title</p></body></html>") is None
 
 
-@pytest.mark.parametrize(("title", "icon", "expected"), [
-    ("a.jpg", "image/jpeg", ("entry", "image/jpeg")),
-    ("IMG_1.CR2", "application/octet-stream", ("entry", "application/octet-stream")),
-    ("IMG_1.HEIC", None, ("entry", "image/heic")),
-    ("photo", None, ("entry", "application/octet-stream")),
-    ("data.bin", "application/octet-stream", ("not_image", "application/octet-stream")),
-    ("clip.jpg", "video/mp4", ("not_image", "video/mp4")),
-    ("notes.txt", None, ("not_image", "text/plain")),
-    ("Shortcut", "application/vnd.google-apps.shortcut", ("google_native", "application/vnd.google-apps.shortcut")),
-])
-def test_the_type_comes_from_the_icon_then_the_extension(title: str, icon: str | None,
-                                                         expected: tuple[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("title", "icon", "expected"),
+    [
+        ("a.jpg", "image/jpeg", ("entry", "image/jpeg")),
+        ("IMG_1.CR2", "application/octet-stream", ("entry", "application/octet-stream")),
+        ("IMG_1.HEIC", None, ("entry", "image/heic")),
+        ("photo", None, ("entry", "application/octet-stream")),
+        ("data.bin", "application/octet-stream", ("not_image", "application/octet-stream")),
+        ("clip.jpg", "video/mp4", ("not_image", "video/mp4")),
+        ("notes.txt", None, ("not_image", "text/plain")),
+        ("Shortcut", "application/vnd.google-apps.shortcut", ("google_native", "application/vnd.google-apps.shortcut")),
+    ],
+)
+def test_the_type_comes_from_the_icon_then_the_extension(
+    title: str, icon: str | None, expected: tuple[str, str]
+) -> None:
     item = to_entry(ListedItem(kind="file", id="1" * 25, title=title, icon_type=icon), "p")
     kind = "entry" if isinstance(item, Entry) else item.reason
     assert (kind, item.mime_type) == expected
@@ -473,19 +517,28 @@ def test_download_pages_are_told_apart() -> None:
         "<input type='submit' id='uc-download-link' value='Download anyway'/>"
         "<input type='hidden' name='id' value='1abc'><input name='export' value='download' type='hidden'>"
         "<input type='hidden' name='confirm' value='t'><input type='hidden' name='uuid' value='u-1'></form>",
-        "https://drive.usercontent.google.com/download?id=1abc&export=download")
+        "https://drive.usercontent.google.com/download?id=1abc&export=download",
+    )
     assert form.kind == "confirm" and form.confirm_url is not None
     confirm = URL(form.confirm_url)
     assert (confirm.host, confirm.path) == ("drive.usercontent.google.com", "/download")
     assert dict(confirm.query) == {"id": "1abc", "export": "download", "confirm": "t", "uuid": "u-1"}
-    quota = read_download_page('<p class="uc-error-caption">Sorry, you can&#39;t view or download this file at '
-                               'this time.</p><p class="uc-error-subcaption">Too many users have viewed or '
-                               "downloaded this file recently.</p>", "https://x/")
+    quota = read_download_page(
+        '<p class="uc-error-caption">Sorry, you can&#39;t view or download this file at '
+        'this time.</p><p class="uc-error-subcaption">Too many users have viewed or '
+        "downloaded this file recently.</p>",
+        "https://x/",
+    )
     assert quota.kind == "quota" and quota.message.startswith("Too many users")
-    missing = read_download_page('<p class="uc-error-caption">Sorry, the file you have requested does not exist.</p>'
-                                 '<p class="uc-error-subcaption">Make sure that you have the correct URL and that '
-                                 "the file exists.</p>", "https://x/")
+    missing = read_download_page(
+        '<p class="uc-error-caption">Sorry, the file you have requested does not exist.</p>'
+        '<p class="uc-error-subcaption">Make sure that you have the correct URL and that '
+        "the file exists.</p>",
+        "https://x/",
+    )
     assert missing.kind == "missing"
-    captcha = read_download_page('<html><body><form id="captcha-form" action="index"></form></body></html>', "https://x/")
+    captcha = read_download_page(
+        '<html><body><form id="captcha-form" action="index"></form></body></html>', "https://x/"
+    )
     assert captcha.kind == "captcha"
     assert read_download_page("<html><title>Hm</title></html>", "https://x/").kind == "unknown"

@@ -214,7 +214,11 @@ async def test_walk_of_a_nested_folder_over_short_pages(emu: DropboxEmulator, se
     assert {e.folder_path for e in entries.values()} == {"", "Sub", "Sub/Deeper"}
     deep = entries["/Sub/Deeper/d1.webp"]
     assert (deep.source_id, deep.name, deep.folder_path, deep.mime_type) == (
-        ids["/Sub/Deeper/d1.webp"], "d1.webp", "Sub/Deeper", "image/webp")
+        ids["/Sub/Deeper/d1.webp"],
+        "d1.webp",
+        "Sub/Deeper",
+        "image/webp",
+    )
     for locator, entry in entries.items():
         data = emu.content_of(ids[locator])
         assert entry.size_bytes == len(data)
@@ -229,7 +233,8 @@ async def test_walk_without_recursion_lists_the_top_only(emu: DropboxEmulator, s
     root, _ = nested_tree(emu)
     batches = await walk_all(source, parse_dropbox_link(emu.share(root, form="sh").url), recursive=False)
     assert {e.locator for batch in batches for e in batch if isinstance(e, Entry)} == {
-        f"/IMG_{i}.jpg" for i in range(5)}
+        f"/IMG_{i}.jpg" for i in range(5)
+    }
     assert emu.count("list") == 1
 
 
@@ -243,8 +248,13 @@ async def test_non_images_and_undownloadable_files_are_skipped(emu: DropboxEmula
     batches = await walk_all(source, parse_dropbox_link(emu.share(root).url))
     items = {e.name: e for batch in batches for e in batch}
     reasons = {name: e.reason for name, e in items.items() if isinstance(e, Skipped)}
-    assert reasons == {"clip.mp4": "not_image", "notes.txt": "not_image", "README": "not_image",
-                       "archive.zip": "not_image", "locked.jpg": "not_downloadable"}
+    assert reasons == {
+        "clip.mp4": "not_image",
+        "notes.txt": "not_image",
+        "README": "not_image",
+        "archive.zip": "not_image",
+        "locked.jpg": "not_downloadable",
+    }
     assert (items["clip.mp4"].mime_type, items["DSC_0001.NEF"].mime_type) == ("video/mp4", "image/x-nikon-nef")
     assert isinstance(items["Upper.JPG"], Entry) and items["Upper.JPG"].mime_type == "image/jpeg"
 
@@ -288,8 +298,13 @@ async def test_download_matches_the_listed_content_hash(emu: DropboxEmulator, se
     link = parse_dropbox_link(emu.share(root).url)
     async with dropbox(emu, session, compute_content_hash=True) as source:
         (entry,) = [e for batch in await walk_all(source, link) for e in batch if isinstance(e, Entry)]
-        async with source.open(link, entry.source_id, locator=entry.locator, expected_size_bytes=entry.size_bytes,
-                               chunk_size_bytes=256 * 1024) as stream:
+        async with source.open(
+            link,
+            entry.source_id,
+            locator=entry.locator,
+            expected_size_bytes=entry.size_bytes,
+            chunk_size_bytes=256 * 1024,
+        ) as stream:
             data = b"".join([chunk async for chunk in stream])
     assert data == emu.content_of(big) and data[:3] == b"\xff\xd8\xff"
     assert entry.checksum == independent_content_hash(data) == stream.content_hash
@@ -342,8 +357,9 @@ async def test_a_file_changed_between_two_attempts_is_not_stitched_together(
     emu.inject("/a.jpg", DropboxFault.reset(after_bytes=10_000))
     received = 0
     with pytest.raises(SourceError) as caught:
-        async with source.open(link, entry.source_id, locator=entry.locator, expected_size_bytes=entry.size_bytes,
-                               chunk_size_bytes=1024) as stream:
+        async with source.open(
+            link, entry.source_id, locator=entry.locator, expected_size_bytes=entry.size_bytes, chunk_size_bytes=1024
+        ) as stream:
             async for chunk in stream:
                 received += len(chunk)
                 if received == 1024:
@@ -439,8 +455,10 @@ async def test_a_429_burst_is_retried_after_retry_after_and_slows_the_pacer(
 def test_a_429_without_any_delay_waits_five_seconds() -> None:
     error = error_from_response(429, b"Too Many Requests", {}, route="files/list_folder", redact=str)
     assert (error.transient, error.retry_after_s, error.reason) == (True, DEFAULT_RETRY_AFTER_S, "too_many_requests")
-    body = b'{"error_summary": "too_many_requests/..", "error": {"reason": {".tag": "too_many_requests"}, ' \
-           b'"retry_after": 300}}'
+    body = (
+        b'{"error_summary": "too_many_requests/..", "error": {"reason": {".tag": "too_many_requests"}, '
+        b'"retry_after": 300}}'
+    )
     error = error_from_response(429, body, {"Retry-After": "7"}, route="files/list_folder", redact=str)
     assert error.retry_after_s == 300.0
 
@@ -526,8 +544,13 @@ async def test_secrets_stay_out_of_logs_reprs_and_messages(
         link = source.parse_link(url, password=PASSWORD)
         texts += [repr(source), repr(source.client), repr(link.url)]
         for entry in [e for batch in await walk_all(source, link) for e in batch if isinstance(e, Entry)]:
-            stream = source.open(link, entry.source_id, locator=entry.locator, expected_size_bytes=entry.size_bytes,
-                                 chunk_size_bytes=4096)
+            stream = source.open(
+                link,
+                entry.source_id,
+                locator=entry.locator,
+                expected_size_bytes=entry.size_bytes,
+                chunk_size_bytes=4096,
+            )
             texts.append(repr(stream))
             try:
                 async with stream:

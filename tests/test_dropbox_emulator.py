@@ -33,8 +33,11 @@ async def base(emu: DropboxEmulator) -> AsyncIterator[str]:
 async def rpc(
     session: aiohttp.ClientSession, base: str, route: str, arg: Any, headers: dict[str, str] | None = None
 ) -> tuple[int, Any]:
-    async with session.post(f"{base}/2/{route}", data=json.dumps(arg), headers=headers if headers is not None else
-                            {**AUTH, "Content-Type": "application/json"}) as response:
+    async with session.post(
+        f"{base}/2/{route}",
+        data=json.dumps(arg),
+        headers=headers if headers is not None else {**AUTH, "Content-Type": "application/json"},
+    ) as response:
         text = await response.text()
         is_json = response.content_type == "application/json"
         return response.status, json.loads(text) if is_json else text
@@ -91,8 +94,17 @@ async def test_listing_pages_a_folder_without_owner_paths(
     files = [e for e in entries if e[".tag"] == "file"]
     assert [e["id"] for e in files] == ids and [e["name"] for e in entries if e[".tag"] == "folder"] == ["Sub"]
     first = files[0]
-    assert set(first) == {".tag", "name", "id", "client_modified", "server_modified", "rev", "size",
-                          "is_downloadable", "content_hash"}
+    assert set(first) == {
+        ".tag",
+        "name",
+        "id",
+        "client_modified",
+        "server_modified",
+        "rev",
+        "size",
+        "is_downloadable",
+        "content_hash",
+    }
     assert first["id"].startswith("id:") and first["server_modified"].endswith("Z")
     data = emu.content_of(ids[0])
     assert (first["size"], first["content_hash"]) == (len(data), content_hash(data))
@@ -108,8 +120,9 @@ async def test_listing_refuses_what_dropbox_refuses(
     link = {"url": shared.url}
     status, text = await rpc(session, base, "files/list_folder", {"path": "", "shared_link": link, "recursive": True})
     assert status == 400
-    assert text == ('Error in call to API function "files/list_folder": '
-                    "Recursive list folder is not supported for shared link.")
+    assert text == (
+        'Error in call to API function "files/list_folder": Recursive list folder is not supported for shared link.'
+    )
     no_rlkey = {"url": shared.url.replace(f"rlkey={shared.rlkey}", "")}
     status, body = await rpc(session, base, "files/list_folder", {"path": "", "shared_link": no_rlkey})
     assert (status, body["error"][".tag"]) == (409, "shared_link_not_found")
@@ -173,13 +186,17 @@ async def test_file_download_with_result_header_and_ranges(
     assert (status, headers["Content-Range"]) == (416, "bytes */50000")
     assert emu.bytes_served["/Été.png"] == 51_000
     assert emu.range_headers == [("/Été.png", None), ("/Été.png", "bytes=49000-"), ("/Été.png", "bytes=60000-")]
-    for arg, tag in (({"url": url}, "shared_link_is_directory"), ({"url": url, "path": "/Sub"},
-                     "shared_link_is_directory"), ({"url": url, "path": "/gone.jpg"}, "path")):
+    for arg, tag in (
+        ({"url": url}, "shared_link_is_directory"),
+        ({"url": url, "path": "/Sub"}, "shared_link_is_directory"),
+        ({"url": url, "path": "/gone.jpg"}, "path"),
+    ):
         status, _, body = await fetch_file(session, base, arg)
         assert (status, json.loads(body)["error"][".tag"]) == (409, tag)
     raw = '{"url": "' + url + '", "path": "/Été.png"}'
-    async with session.post(f"{base}/2/sharing/get_shared_link_file",
-                            headers={**AUTH, "Dropbox-API-Arg": raw.encode().decode("latin-1")}) as response:
+    async with session.post(
+        f"{base}/2/sharing/get_shared_link_file", headers={**AUTH, "Dropbox-API-Arg": raw.encode().decode("latin-1")}
+    ) as response:
         assert response.status == 400 and "Dropbox-API-Arg" in await response.text()
 
 
@@ -192,8 +209,10 @@ async def test_faults_rate_limits_and_drops(emu: DropboxEmulator, base: str, ses
     async with session.post(f"{base}/2/files/list_folder", json=arg, headers=AUTH) as response:
         body = await response.json()
         assert (response.status, response.headers["Retry-After"]) == (429, "3")
-    assert body == {"error_summary": "too_many_requests/..",
-                    "error": {"reason": {".tag": "too_many_requests"}, "retry_after": 3}}
+    assert body == {
+        "error_summary": "too_many_requests/..",
+        "error": {"reason": {".tag": "too_many_requests"}, "retry_after": 3},
+    }
     emu.inject(None, DropboxFault.http(503), route="any")
     assert (await rpc(session, base, "files/list_folder", arg))[0] == 503
     emu.inject("/a.jpg", DropboxFault.drop())

@@ -41,13 +41,15 @@ def event_folder(dropbox: RunningDropbox) -> tuple[str, dict[str, str], str]:
     return emu.share(root).url, paths, gone
 
 
-async def check_landed(settings: AppSettings, storage: Storage, dropbox: RunningDropbox, paths: dict[str, str],
-                       gone: str) -> None:
+async def check_landed(
+    settings: AppSettings, storage: Storage, dropbox: RunningDropbox, paths: dict[str, str], gone: str
+) -> None:
     conn = await asyncpg.connect(settings.database_url)
     try:
         rows = await conn.fetch("SELECT * FROM images")
-        failures = await conn.fetch("SELECT file_id, error_code, error_message FROM import_items "
-                                    "WHERE status = 'failed'")
+        failures = await conn.fetch(
+            "SELECT file_id, error_code, error_message FROM import_items WHERE status = 'failed'"
+        )
     finally:
         await conn.close()
     by_id = {r["source_id"]: r for r in rows}
@@ -66,8 +68,9 @@ async def check_landed(settings: AppSettings, storage: Storage, dropbox: Running
     assert await storage.open_uploads(settings.s3_prefix_normalised) == []
 
 
-async def test_a_dropbox_folder_imports_through_the_api(client: Any, dropbox: RunningDropbox,
-                                                        app_settings: AppSettings, storage: Storage) -> None:
+async def test_a_dropbox_folder_imports_through_the_api(
+    client: Any, dropbox: RunningDropbox, app_settings: AppSettings, storage: Storage
+) -> None:
     url, paths, gone = event_folder(dropbox)
     resp = await client.post("/imports", json={"folder_url": url})
     assert resp.status == 202, await resp.text()
@@ -75,18 +78,26 @@ async def test_a_dropbox_folder_imports_through_the_api(client: Any, dropbox: Ru
     assert body["source"] == "dropbox"
     assert body["status"] == "completed_with_errors", body
     assert body["folder_name"] == "Gala 2026"
-    assert body["counts"] == {"found": len(paths) + 1, "imported": len(paths) - 1, "skipped": 1, "failed": 1,
-                              "pending": 0}
+    assert body["counts"] == {
+        "found": len(paths) + 1,
+        "imported": len(paths) - 1,
+        "skipped": 1,
+        "failed": 1,
+        "pending": 0,
+    }
     await check_landed(app_settings, storage, dropbox, paths, gone)
     # The dropped body was resumed with Range, not downloaded again from the start.
-    assert any(path == "/Ceremony/panorama.jpg" and header and header.startswith("bytes=")
-               for path, header in dropbox.emu.range_headers)
+    assert any(
+        path == "/Ceremony/panorama.jpg" and header and header.startswith("bytes=")
+        for path, header in dropbox.emu.range_headers
+    )
     images = await (await client.get("/images", params={"source": "dropbox", "limit": "100"})).json()
     assert len(images["images"]) == len(paths) - 1
 
 
-async def test_a_dropbox_folder_imports_through_fotoowl_import(client: Any, dropbox: RunningDropbox,
-                                                               app_settings: AppSettings, storage: Storage) -> None:
+async def test_a_dropbox_folder_imports_through_fotoowl_import(
+    client: Any, dropbox: RunningDropbox, app_settings: AppSettings, storage: Storage
+) -> None:
     url, paths, gone = event_folder(dropbox)
     code, out, err = await run_cli(api_env(base_url(client)), "import", url, "--wait", "--json")
     assert code == 1, (out, err)  # some files failed: the vanished one

@@ -23,16 +23,18 @@ from fotoowl.db import load_migrations, migrate
 
 
 def test_settings_from_env_parses_types_and_aliases() -> None:
-    settings = AppSettings.from_env({
-        "FOTOOWL_PORT": "9000",
-        "FOTOOWL_EMBEDDED_WORKERS": "false",
-        "FOTOOWL_DRIVE_RATE_PER_S": "12.5",
-        "GOOGLE_API_KEY": "AIza-secret-key",
-        "AWS_SECRET_ACCESS_KEY": "aws-secret",
-        "FOTOOWL_API_TOKEN": "tok-secret",
-        "FOTOOWL_S3_PREFIX": "/shoots/",
-        "FOTOOWL_FILE_ROOT": "/srv/photos",
-    })
+    settings = AppSettings.from_env(
+        {
+            "FOTOOWL_PORT": "9000",
+            "FOTOOWL_EMBEDDED_WORKERS": "false",
+            "FOTOOWL_DRIVE_RATE_PER_S": "12.5",
+            "GOOGLE_API_KEY": "AIza-secret-key",
+            "AWS_SECRET_ACCESS_KEY": "aws-secret",
+            "FOTOOWL_API_TOKEN": "tok-secret",
+            "FOTOOWL_S3_PREFIX": "/shoots/",
+            "FOTOOWL_FILE_ROOT": "/srv/photos",
+        }
+    )
     assert settings.port == 9000
     assert settings.embedded_workers is False
     assert settings.drive_rate_per_s == 12.5
@@ -44,23 +46,29 @@ def test_settings_from_env_parses_types_and_aliases() -> None:
 
 
 def test_secrets_never_show_in_repr() -> None:
-    settings = AppSettings(google_api_key=Secret("AIza-secret-key"), api_token=Secret("tok-secret"),
-                        aws_secret_access_key=Secret("aws-secret"))
+    settings = AppSettings(
+        google_api_key=Secret("AIza-secret-key"),
+        api_token=Secret("tok-secret"),
+        aws_secret_access_key=Secret("aws-secret"),
+    )
     text = repr(settings) + str(settings)
     for secret in ("AIza-secret-key", "tok-secret", "aws-secret"):
         assert secret not in text
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"FOTOOWL_PORT": "eighty"}, "FOTOOWL_PORT"),
-    ({"FOTOOWL_PORT": "70000"}, "FOTOOWL_PORT"),
-    ({"FOTOOWL_STORAGE": "ftp"}, "FOTOOWL_STORAGE"),
-    ({"FOTOOWL_DATABASE_URL": "mysql://x"}, "FOTOOWL_DATABASE_URL"),
-    ({"FOTOOWL_REDIS_URL": "localhost:6379"}, "FOTOOWL_REDIS_URL"),
-    ({"FOTOOWL_PART_SIZE_BYTES": "1024"}, "5 MiB"),
-    ({"FOTOOWL_EMBEDDED_WORKERS": "maybe"}, "FOTOOWL_EMBEDDED_WORKERS"),
-    ({"FOTOOWL_FILES_IN_FLIGHT": "0"}, "FOTOOWL_FILES_IN_FLIGHT"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FOTOOWL_PORT": "eighty"}, "FOTOOWL_PORT"),
+        ({"FOTOOWL_PORT": "70000"}, "FOTOOWL_PORT"),
+        ({"FOTOOWL_STORAGE": "ftp"}, "FOTOOWL_STORAGE"),
+        ({"FOTOOWL_DATABASE_URL": "mysql://x"}, "FOTOOWL_DATABASE_URL"),
+        ({"FOTOOWL_REDIS_URL": "localhost:6379"}, "FOTOOWL_REDIS_URL"),
+        ({"FOTOOWL_PART_SIZE_BYTES": "1024"}, "5 MiB"),
+        ({"FOTOOWL_EMBEDDED_WORKERS": "maybe"}, "FOTOOWL_EMBEDDED_WORKERS"),
+        ({"FOTOOWL_FILES_IN_FLIGHT": "0"}, "FOTOOWL_FILES_IN_FLIGHT"),
+    ],
+)
 def test_bad_settings_are_rejected_with_the_variable_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         AppSettings.from_env(env)
@@ -120,9 +128,12 @@ def _children(pid: int) -> set[int]:
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def _import_and_wait(port: int, folder_url: str) -> dict[str, Any]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/imports", method="POST",
-                                     data=json.dumps({"folder_url": folder_url}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/imports",
+        method="POST",
+        data=json.dumps({"folder_url": folder_url}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as resp:
         status_url = json.loads(resp.read())["status_url"]
     deadline = time.monotonic() + 90
@@ -138,10 +149,14 @@ def test_dev_serves_on_embedded_servers_and_stops_clean(tmp_path: Path) -> None:
     """`fotoowl dev` (what `make run` calls) from nothing: real servers, a page, no process left behind."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FOTOOWL_", "AWS_", "GOOGLE_"))}
     port = _free_port()
-    env.update({"FOTOOWL_DATA_DIR": str(tmp_path / "data"), "FOTOOWL_PORT": str(port),
-                "FOTOOWL_LOG_FORMAT": "text"})
-    proc = subprocess.Popen([sys.executable, "-m", "fotoowl.cli", "dev", "--demo-images", "12"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env.update({"FOTOOWL_DATA_DIR": str(tmp_path / "data"), "FOTOOWL_PORT": str(port), "FOTOOWL_LOG_FORMAT": "text"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fotoowl.cli", "dev", "--demo-images", "12"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     output: list[str] = []
     try:
         assert proc.stdout is not None

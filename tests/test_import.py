@@ -87,8 +87,10 @@ async def items_by_file_id(settings: AppSettings, import_id: int) -> dict[str, a
 
 # --- the same guarantees for every source -----------------------------------------------------------
 
-async def test_tree_import_lands_every_image_once(client: Any, kit: SourceKit, app_settings: AppSettings,
-                                                  storage: Storage) -> None:
+
+async def test_tree_import_lands_every_image_once(
+    client: Any, kit: SourceKit, app_settings: AppSettings, storage: Storage
+) -> None:
     root = kit.add_folder(None, "Wedding 2026")
     ceremony = kit.add_folder(root, "Ceremony")
     party = kit.add_folder(ceremony, "Party")
@@ -121,8 +123,9 @@ async def test_tree_import_lands_every_image_once(client: Any, kit: SourceKit, a
     assert await (await client.get(f"/imports/{body['id']}/failures")).json() == NO_FAILURES
 
 
-async def test_large_file_goes_multipart_and_matches(client: Any, kit: SourceKit, storage: Storage,
-                                                     app_settings: AppSettings) -> None:
+async def test_large_file_goes_multipart_and_matches(
+    client: Any, kit: SourceKit, storage: Storage, app_settings: AppSettings
+) -> None:
     root = kit.add_folder(None, "Big")
     big = kit.add_image(root, "panorama.jpg", size_bytes=19 * MiB + 4321)
     body = await run_import(client, kit, root)
@@ -133,8 +136,9 @@ async def test_large_file_goes_multipart_and_matches(client: Any, kit: SourceKit
     assert await storage.open_uploads(app_settings.s3_prefix_normalised) == []
 
 
-async def test_reimport_skips_unchanged_and_reimports_changed(client: Any, kit: SourceKit, storage: Storage,
-                                                              app_settings: AppSettings) -> None:
+async def test_reimport_skips_unchanged_and_reimports_changed(
+    client: Any, kit: SourceKit, storage: Storage, app_settings: AppSettings
+) -> None:
     root = kit.add_folder(None, "Shoot")
     ids = [kit.add_image(root, f"{i}.jpg") for i in range(10)]
     first = await run_import(client, kit, root)
@@ -180,8 +184,9 @@ async def test_permanent_failure_is_reported_then_retried(client: Any, kit: Sour
     assert await failures_of(client, body["id"]) == []
 
 
-async def test_transient_failure_is_retried_to_success(kit: SourceKit, app_settings: AppSettings,
-                                                       aiohttp_client: Any) -> None:
+async def test_transient_failure_is_retried_to_success(
+    kit: SourceKit, app_settings: AppSettings, aiohttp_client: Any
+) -> None:
     # One try per request in the source's client, so the failure reaches the pipeline's own retries.
     client = await aiohttp_client(create_app(app_settings.replace(drive_max_tries=1)))
     root = kit.add_folder(None, "Hiccup")
@@ -192,12 +197,14 @@ async def test_transient_failure_is_retried_to_success(kit: SourceKit, app_setti
     assert body["counts"] == {"found": 4, "imported": 4, "skipped": 0, "failed": 0, "pending": 0}
     items = await items_by_file_id(app_settings, body["id"])
     assert {i: (r["status"], r["attempts"], r["error_code"]) for i, r in items.items()} == {
-        i: ("done", 2 if i == ids[1] else 1, None) for i in ids}
+        i: ("done", 2 if i == ids[1] else 1, None) for i in ids
+    }
     assert await failures_of(client, body["id"]) == []
 
 
-async def test_checksum_mismatch_is_retried_then_fails(client: Any, kit: SourceKit, app_settings: AppSettings,
-                                                       storage: Storage) -> None:
+async def test_checksum_mismatch_is_retried_then_fails(
+    client: Any, kit: SourceKit, app_settings: AppSettings, storage: Storage
+) -> None:
     """Bytes that fail their source's checksum (MD5 on Drive, the content hash on Dropbox) never reach
     storage: the check runs before the object is committed."""
     root = kit.add_folder(None, "Corrupt")
@@ -208,15 +215,18 @@ async def test_checksum_mismatch_is_retried_then_fails(client: Any, kit: SourceK
     assert body["status"] == "completed_with_errors"
     failures = await failures_of(client, body["id"])
     assert [(f["file_id"], f["error"]["code"], f["attempts"]) for f in failures] == [
-        (bad, "md5_mismatch" if kit.source == "google_drive" else "checksum_mismatch", app_settings.max_attempts)]
+        (bad, "md5_mismatch" if kit.source == "google_drive" else "checksum_mismatch", app_settings.max_attempts)
+    ]
     images = await images_by_source_id(app_settings)
     assert set(images) == {good}
-    assert await stored_keys(storage, app_settings, kit.source) == [images[good]["storage_key"]], \
+    assert await stored_keys(storage, app_settings, kit.source) == [images[good]["storage_key"]], (
         "bytes that failed their checksum were left in storage"
+    )
 
 
-async def test_a_dropped_body_is_resumed_not_restarted(client: Any, kit: SourceKit, app_settings: AppSettings,
-                                                       storage: Storage) -> None:
+async def test_a_dropped_body_is_resumed_not_restarted(
+    client: Any, kit: SourceKit, app_settings: AppSettings, storage: Storage
+) -> None:
     root = kit.add_folder(None, "Flaky")
     small = kit.add_image(root, "small.jpg", size_bytes=200_000)
     large = kit.add_image(root, "large.jpg", size_bytes=12 * MiB)
@@ -238,7 +248,8 @@ async def test_a_dropped_body_is_resumed_not_restarted(client: Any, kit: SourceK
 
 
 async def test_cancel_stops_transfers_and_leaves_nothing_half_written(
-        client: Any, kit: SourceKit, app_settings: AppSettings, storage: Storage) -> None:
+    client: Any, kit: SourceKit, app_settings: AppSettings, storage: Storage
+) -> None:
     root = kit.add_folder(None, "Slow")
     for i in range(12):
         # Multipart, and slow enough that uploads are open when the cancel lands.
@@ -272,8 +283,10 @@ async def test_cancel_stops_transfers_and_leaves_nothing_half_written(
 
 # --- Drive's own behaviour --------------------------------------------------------------------------
 
-async def test_drive_native_docs_and_shortcut_cycles_are_passed_over(client: Any, drive: RunningEmulator,
-                                                                    app_settings: AppSettings) -> None:
+
+async def test_drive_native_docs_and_shortcut_cycles_are_passed_over(
+    client: Any, drive: RunningEmulator, app_settings: AppSettings
+) -> None:
     emu = drive.emu
     root = emu.add_folder(None, "Mixed")
     sub = emu.add_folder(root, "Sub")
@@ -295,6 +308,7 @@ async def test_missing_folder_fails_fast_with_a_clear_reason(client: Any, drive:
 
 # --- the pipeline's insides -------------------------------------------------------------------------
 
+
 async def test_claim_room_waits_for_a_worthwhile_claim() -> None:
     room = limits.ClaimRoom(5, min_claim_items=2)
     assert await room.reserve(200) == 5
@@ -307,8 +321,9 @@ async def test_claim_room_waits_for_a_worthwhile_claim() -> None:
     assert room.held_items == 5
 
 
-async def test_worker_processes_split_an_import_instead_of_one_hoarding_it(app_settings: AppSettings,
-                                                                           drive: RunningEmulator) -> None:
+async def test_worker_processes_split_an_import_instead_of_one_hoarding_it(
+    app_settings: AppSettings, drive: RunningEmulator
+) -> None:
     """Two processes' pipelines (their own slots and claims) on one import: both get a share."""
     drive.emu.latency_s = 0.02
     root = drive.emu.add_folder(None, "Shoot")
@@ -318,8 +333,9 @@ async def test_worker_processes_split_an_import_instead_of_one_hoarding_it(app_s
     async with open_deps(settings) as first, open_deps(settings) as second:
         created = await control.create_import(first.pool, first.redis, parse_link(drive_link(root)))
         await listing.list_import(first, created["id"])
-        moved = await asyncio.gather(transfer.transfer_import(first, created["id"]),
-                                     transfer.transfer_import(second, created["id"]))
+        moved = await asyncio.gather(
+            transfer.transfer_import(first, created["id"]), transfer.transfer_import(second, created["id"])
+        )
         row = await first.pool.fetchrow("SELECT status, imported_count FROM imports WHERE id = $1", created["id"])
     # With 4 files in flight a process holds at most 5 items: one claim of a whole batch size (as
     # before claims were sized to the room) would have left the other process nothing.

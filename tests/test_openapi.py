@@ -83,8 +83,9 @@ class Contract:
         self.validate(body, f"{pointer}/content/{_escape(JSON)}/schema")
 
     def validate(self, instance: Any, pointer: str) -> None:
-        validator = jsonschema.Draft202012Validator({"$ref": DOC_URI + pointer}, registry=self.registry,
-                                                    format_checker=FORMATS)
+        validator = jsonschema.Draft202012Validator(
+            {"$ref": DOC_URI + pointer}, registry=self.registry, format_checker=FORMATS
+        )
         validator.validate(instance)
 
     async def call(self, client: Any, method: str, path: str, url: str, **kwargs: Any) -> tuple[int, Any]:
@@ -117,6 +118,7 @@ def media_objects(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
 
 # --- the document alone ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("auth_required", [False, True])
 def test_document_is_valid_openapi_31(auth_required: bool) -> None:
     doc = build_document(auth_required=auth_required)
@@ -136,10 +138,19 @@ def test_every_route_is_documented_and_every_documented_route_exists() -> None:
 def test_the_route_list_covers_the_whole_api() -> None:
     # A guard on the guard: had app_routes lost routes, the comparison above would pass vacuously.
     assert set(app_routes(create_app(AppSettings()))) >= {
-        ("POST", "/import/google-drive"), ("GET", "/imports"), ("GET", "/imports/{id}"),
-        ("GET", "/imports/{id}/failures"), ("POST", "/imports/{id}/retry"), ("POST", "/imports/{id}/cancel"),
-        ("GET", "/images"), ("GET", "/images/{id}"), ("GET", "/images/{id}/content"),
-        ("GET", "/images/{id}/thumbnail"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
+        ("POST", "/import/google-drive"),
+        ("GET", "/imports"),
+        ("GET", "/imports/{id}"),
+        ("GET", "/imports/{id}/failures"),
+        ("POST", "/imports/{id}/retry"),
+        ("POST", "/imports/{id}/cancel"),
+        ("GET", "/images"),
+        ("GET", "/images/{id}"),
+        ("GET", "/images/{id}/content"),
+        ("GET", "/images/{id}/thumbnail"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
         ("GET", "/openapi.json"),
     }
 
@@ -165,10 +176,12 @@ def test_page_sizes_and_filters_match_the_api() -> None:
 
     images = params(("GET", "/images"))
     assert set(images) == {"limit", "cursor", "import_id", "source", "folder", "mime_type", "q"}
-    for key, default in ((("GET", "/imports"), 50), (("GET", "/images"), 100),
-                         (("GET", "/imports/{id}/failures"), 100)):
-        assert params(key)["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 500,
-                                                  "default": default}
+    for key, default in (
+        (("GET", "/imports"), 50),
+        (("GET", "/images"), 100),
+        (("GET", "/imports/{id}/failures"), 100),
+    ):
+        assert params(key)["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 500, "default": default}
 
 
 @pytest.mark.parametrize("auth_required", [False, True])
@@ -185,6 +198,7 @@ def test_bearer_security_only_on_write_endpoints(auth_required: bool) -> None:
 
 
 # --- real answers ---------------------------------------------------------------------------------
+
 
 async def test_served_document_is_the_built_one(client: Any) -> None:
     resp = await client.get("/openapi.json")
@@ -204,8 +218,13 @@ async def test_real_answers_fit_the_document(client: Any, drive: RunningEmulator
     emu.add_file(root, "d.heic", "image/heic", b"not a decodable picture")
     emu.inject(flaky, Fault.download_quota(), times=1)
 
-    status, accepted = await contract.call(client, "POST", "/import/google-drive", "/import/google-drive",
-                                           json={"folder_url": f"https://drive.google.com/drive/folders/{root}"})
+    status, accepted = await contract.call(
+        client,
+        "POST",
+        "/import/google-drive",
+        "/import/google-drive",
+        json={"folder_url": f"https://drive.google.com/drive/folders/{root}"},
+    )
     assert status == 202
     import_id = accepted["import_id"]
     # Early, while nulls are likely: the shape holds in every state, not only the final one.
@@ -216,23 +235,24 @@ async def test_real_answers_fit_the_document(client: Any, drive: RunningEmulator
     assert finished["status"] == "completed_with_errors"
     assert finished["rate"]["files_per_s"] is not None and finished["error"] is None
 
-    status, failures = await contract.call(client, "GET", "/imports/{id}/failures",
-                                           f"/imports/{import_id}/failures")
+    status, failures = await contract.call(client, "GET", "/imports/{id}/failures", f"/imports/{import_id}/failures")
     assert status == 200 and [f["file_id"] for f in failures["failures"]] == [flaky]
-    status, retried = await contract.call(client, "POST", "/imports/{id}/retry", f"/imports/{import_id}/retry",
-                                          headers={"Content-Type": JSON})
+    status, retried = await contract.call(
+        client, "POST", "/imports/{id}/retry", f"/imports/{import_id}/retry", headers={"Content-Type": JSON}
+    )
     assert (status, retried["requeued"]) == (202, 1)
     assert (await wait_for_import(client, import_id))["status"] == "completed"
-    status, _ = await contract.call(client, "POST", "/imports/{id}/cancel", f"/imports/{import_id}/cancel",
-                                    json={})
+    status, _ = await contract.call(client, "POST", "/imports/{id}/cancel", f"/imports/{import_id}/cancel", json={})
     assert status == 409
 
     # A second import, so the list has a second page.
-    status, second = await contract.call(client, "POST", "/import/google-drive", "/import/google-drive",
-                                         json={"folder_url": sub, "recursive": False})
+    status, second = await contract.call(
+        client, "POST", "/import/google-drive", "/import/google-drive", json={"folder_url": sub, "recursive": False}
+    )
     assert status == 202
-    status, _ = await contract.call(client, "POST", "/imports/{id}/cancel",
-                                    f"/imports/{second['import_id']}/cancel", json={})
+    status, _ = await contract.call(
+        client, "POST", "/imports/{id}/cancel", f"/imports/{second['import_id']}/cancel", json={}
+    )
     assert status in (202, 409)
     status, page = await contract.call(client, "GET", "/imports", "/imports?limit=1")
     assert status == 200 and len(page["imports"]) == 1 and page["next_cursor"]
@@ -245,23 +265,29 @@ async def test_real_answers_fit_the_document(client: Any, drive: RunningEmulator
     assert by_name["a.jpg"]["camera"] == {"make": "Canon", "model": "EOS R6"}
     assert by_name["d.heic"]["thumbnail_url"] is None
     status, filtered = await contract.call(
-        client, "GET", "/images",
-        f"/images?import_id={import_id}&source=google_drive&folder=Sub&mime_type=image/png&q=B&limit=500")
+        client,
+        "GET",
+        "/images",
+        f"/images?import_id={import_id}&source=google_drive&folder=Sub&mime_type=image/png&q=B&limit=500",
+    )
     assert [image["name"] for image in filtered["images"]] == ["b.png"]
 
     image = by_name["a.jpg"]
     status, one = await contract.call(client, "GET", "/images/{id}", f"/images/{image['id']}")
     assert status == 200 and one == image
-    for path, url, expected in (("/images/{id}/content", image["url"], "image/jpeg"),
-                                ("/images/{id}/thumbnail", image["thumbnail_url"], "image/jpeg"),
-                                ("/images/{id}/content", by_name["d.heic"]["url"], "application/octet-stream")):
+    for path, url, expected in (
+        ("/images/{id}/content", image["url"], "image/jpeg"),
+        ("/images/{id}/thumbnail", image["thumbnail_url"], "image/jpeg"),
+        ("/images/{id}/content", by_name["d.heic"]["url"], "application/octet-stream"),
+    ):
         resp = await client.get(url, allow_redirects=False)
         assert resp.status == 200
         assert resp.content_type == expected
         assert any(_media_matches(media, resp.content_type) for media in contract.media_types("GET", path, 200))
         await resp.read()
-    status, _ = await contract.call(client, "GET", "/images/{id}/thumbnail", by_name["d.heic"]["url"].replace(
-        "content", "thumbnail"))
+    status, _ = await contract.call(
+        client, "GET", "/images/{id}/thumbnail", by_name["d.heic"]["url"].replace("content", "thumbnail")
+    )
     assert status == 404
 
 
@@ -283,45 +309,102 @@ async def test_operations_endpoints_fit_the_document(client: Any) -> None:
     assert "fotoowl" in await resp.text()
 
 
-@pytest.mark.parametrize(("method", "path", "url", "kwargs", "status", "code"), [
-    ("GET", "/imports/{id}", "/imports/999999", {}, 404, "not_found"),
-    ("GET", "/imports/{id}", "/imports/abc", {}, 404, "not_found"),
-    ("GET", "/imports/{id}/failures", "/imports/999999/failures", {}, 404, "not_found"),
-    ("GET", "/imports", "/imports?limit=0", {}, 400, "invalid_parameter"),
-    ("GET", "/imports", "/imports?limit=501", {}, 400, "invalid_parameter"),
-    ("GET", "/imports", "/imports?cursor=bm90LWEtY3Vyc29y", {}, 400, "invalid_cursor"),
-    ("GET", "/images", "/images?import_id=x", {}, 400, "invalid_parameter"),
-    ("GET", "/images", "/images?q=" + "x" * 201, {}, 400, "invalid_parameter"),
-    ("GET", "/images/{id}", "/images/999999", {}, 404, "not_found"),
-    ("GET", "/images/{id}/content", "/images/999999/content", {}, 404, "not_found"),
-    ("GET", "/images/{id}/thumbnail", "/images/999999/thumbnail", {}, 404, "not_found"),
-    ("POST", "/import/google-drive", "/import/google-drive", {"data": b"{nope", "headers": {"Content-Type": JSON}}, 400,
-     "invalid_json"),
-    ("POST", "/import/google-drive", "/import/google-drive", {"json": {}}, 422, "missing_field"),
-    ("POST", "/import/google-drive", "/import/google-drive", {"json": {"folder_url": 7}}, 422, "invalid_field"),
-    ("POST", "/import/google-drive", "/import/google-drive", {"json": {"folder_url": "https://example.com/x"}},
-     422, "invalid_folder_url"),
-    ("POST", "/import/google-drive", "/import/google-drive",
-     {"data": json.dumps({"folder_url": "x" * 70_000}), "headers": {"Content-Type": JSON}}, 413, None),
-    ("POST", "/import/google-drive", "/import/google-drive",
-     {"data": b'{"folder_url": "x"}', "headers": {"Content-Type": "application/json; charset=bogus"}},
-     400, "invalid_json"),
-    ("POST", "/import/google-drive", "/import/google-drive",
-     {"data": '{"folder_url": "x"}', "headers": {"Content-Type": "text/plain"}}, 415, "unsupported_media_type"),
-    ("POST", "/import/google-drive", "/import/google-drive",
-     {"json": {"folder_url": "x"}, "headers": {"Origin": "https://evil.example"}}, 403, "csrf_failed"),
-    ("POST", "/imports/{id}/retry", "/imports/999999/retry", {"headers": {"Content-Type": JSON}}, 404, "not_found"),
-    ("POST", "/imports/{id}/retry", "/imports/999999/retry", {}, 415, "unsupported_media_type"),
-    ("POST", "/imports/{id}/retry", "/imports/999999/retry", {"data": "[1]", "headers": {"Content-Type": JSON}},
-     400, "invalid_json"),
-    ("POST", "/imports/{id}/retry", "/imports/999999/retry",
-     {"json": {}, "headers": {"Sec-Fetch-Site": "cross-site"}}, 403, "csrf_failed"),
-    ("POST", "/imports/{id}/cancel", "/imports/999999/cancel", {"json": {}}, 404, "not_found"),
-    ("POST", "/imports/{id}/cancel", "/imports/999999/cancel", {"data": b"", "headers": {"Content-Type": "text/plain"}},
-     415, "unsupported_media_type"),
-])
-async def test_errors_fit_the_document(client: Any, method: str, path: str, url: str, kwargs: dict[str, Any],
-                                       status: int, code: str | None) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "url", "kwargs", "status", "code"),
+    [
+        ("GET", "/imports/{id}", "/imports/999999", {}, 404, "not_found"),
+        ("GET", "/imports/{id}", "/imports/abc", {}, 404, "not_found"),
+        ("GET", "/imports/{id}/failures", "/imports/999999/failures", {}, 404, "not_found"),
+        ("GET", "/imports", "/imports?limit=0", {}, 400, "invalid_parameter"),
+        ("GET", "/imports", "/imports?limit=501", {}, 400, "invalid_parameter"),
+        ("GET", "/imports", "/imports?cursor=bm90LWEtY3Vyc29y", {}, 400, "invalid_cursor"),
+        ("GET", "/images", "/images?import_id=x", {}, 400, "invalid_parameter"),
+        ("GET", "/images", "/images?q=" + "x" * 201, {}, 400, "invalid_parameter"),
+        ("GET", "/images/{id}", "/images/999999", {}, 404, "not_found"),
+        ("GET", "/images/{id}/content", "/images/999999/content", {}, 404, "not_found"),
+        ("GET", "/images/{id}/thumbnail", "/images/999999/thumbnail", {}, 404, "not_found"),
+        (
+            "POST",
+            "/import/google-drive",
+            "/import/google-drive",
+            {"data": b"{nope", "headers": {"Content-Type": JSON}},
+            400,
+            "invalid_json",
+        ),
+        ("POST", "/import/google-drive", "/import/google-drive", {"json": {}}, 422, "missing_field"),
+        ("POST", "/import/google-drive", "/import/google-drive", {"json": {"folder_url": 7}}, 422, "invalid_field"),
+        (
+            "POST",
+            "/import/google-drive",
+            "/import/google-drive",
+            {"json": {"folder_url": "https://example.com/x"}},
+            422,
+            "invalid_folder_url",
+        ),
+        (
+            "POST",
+            "/import/google-drive",
+            "/import/google-drive",
+            {"data": json.dumps({"folder_url": "x" * 70_000}), "headers": {"Content-Type": JSON}},
+            413,
+            None,
+        ),
+        (
+            "POST",
+            "/import/google-drive",
+            "/import/google-drive",
+            {"data": b'{"folder_url": "x"}', "headers": {"Content-Type": "application/json; charset=bogus"}},
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/import/google-drive",
+            "/import/google-drive",
+            {"data": '{"folder_url": "x"}', "headers": {"Content-Type": "text/plain"}},
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
+            "/import/google-drive",
+            "/import/google-drive",
+            {"json": {"folder_url": "x"}, "headers": {"Origin": "https://evil.example"}},
+            403,
+            "csrf_failed",
+        ),
+        ("POST", "/imports/{id}/retry", "/imports/999999/retry", {"headers": {"Content-Type": JSON}}, 404, "not_found"),
+        ("POST", "/imports/{id}/retry", "/imports/999999/retry", {}, 415, "unsupported_media_type"),
+        (
+            "POST",
+            "/imports/{id}/retry",
+            "/imports/999999/retry",
+            {"data": "[1]", "headers": {"Content-Type": JSON}},
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/imports/{id}/retry",
+            "/imports/999999/retry",
+            {"json": {}, "headers": {"Sec-Fetch-Site": "cross-site"}},
+            403,
+            "csrf_failed",
+        ),
+        ("POST", "/imports/{id}/cancel", "/imports/999999/cancel", {"json": {}}, 404, "not_found"),
+        (
+            "POST",
+            "/imports/{id}/cancel",
+            "/imports/999999/cancel",
+            {"data": b"", "headers": {"Content-Type": "text/plain"}},
+            415,
+            "unsupported_media_type",
+        ),
+    ],
+)
+async def test_errors_fit_the_document(
+    client: Any, method: str, path: str, url: str, kwargs: dict[str, Any], status: int, code: str | None
+) -> None:
     answered, body = await Contract(build_document(auth_required=False)).call(client, method, path, url, **kwargs)
     assert answered == status
     if code is not None:
@@ -329,17 +412,26 @@ async def test_errors_fit_the_document(client: Any, method: str, path: str, url:
 
 
 async def test_token_protected_server_documents_and_enforces_bearer_auth(
-        app_settings: AppSettings, aiohttp_client: Any) -> None:
+    app_settings: AppSettings, aiohttp_client: Any
+) -> None:
     client = await aiohttp_client(create_app(app_settings.replace(api_token=Secret("s3cret")), run_worker=False))
     doc = await (await client.get("/openapi.json")).json()
     assert doc == build_document(auth_required=True)
     contract = Contract(doc)
-    for path, url in (("/import/google-drive", "/import/google-drive"), ("/imports/{id}/retry", "/imports/1/retry"),
-                      ("/imports/{id}/cancel", "/imports/1/cancel")):
+    for path, url in (
+        ("/import/google-drive", "/import/google-drive"),
+        ("/imports/{id}/retry", "/imports/1/retry"),
+        ("/imports/{id}/cancel", "/imports/1/cancel"),
+    ):
         status, body = await contract.call(client, "POST", path, url, json={})
         assert (status, body["error"]["code"]) == (401, "unauthorized")
-    status, _ = await contract.call(client, "POST", "/imports/{id}/cancel", "/imports/1/cancel",
-                                    headers={"Authorization": "Bearer s3cret", "Content-Type": JSON})
+    status, _ = await contract.call(
+        client,
+        "POST",
+        "/imports/{id}/cancel",
+        "/imports/1/cancel",
+        headers={"Authorization": "Bearer s3cret", "Content-Type": JSON},
+    )
     assert status == 404
     status, _ = await contract.call(client, "GET", "/imports", "/imports")
     assert status == 200

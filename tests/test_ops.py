@@ -28,12 +28,15 @@ async def test_healthz_and_readyz(client: Any) -> None:
     assert resp.status == 200 and await resp.json() == {"status": "ok"}
     resp = await client.get("/readyz")
     assert resp.status == 200
-    assert await resp.json() == {"status": "ready",
-                                 "checks": {"database": "ok", "redis": "ok", "storage": "ok", "workers": "ok"}}
+    assert await resp.json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "redis": "ok", "storage": "ok", "workers": "ok"},
+    }
 
 
-async def test_readyz_names_the_dependency_that_is_down(settings: AppSettings, aiohttp_client: Any,
-                                                        tmp_path: Path) -> None:
+async def test_readyz_names_the_dependency_that_is_down(
+    settings: AppSettings, aiohttp_client: Any, tmp_path: Path
+) -> None:
     valkey = embedded.start_valkey(tmp_path / "valkey", durable=False)
     try:
         app_client = await aiohttp_client(create_app(settings.replace(redis_url=valkey.url), run_worker=False))
@@ -62,10 +65,16 @@ async def test_metrics_count_a_finished_import(client: Any, drive: RunningEmulat
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/plain")
     after = await resp.text()
-    assert metric(after, "fotoowl_files_total", outcome="imported", reason="") - \
-        metric(before, "fotoowl_files_total", outcome="imported", reason="") == 4
-    assert metric(after, "fotoowl_files_total", outcome="skipped", reason="google_native") - \
-        metric(before, "fotoowl_files_total", outcome="skipped", reason="google_native") == 1
+    assert (
+        metric(after, "fotoowl_files_total", outcome="imported", reason="")
+        - metric(before, "fotoowl_files_total", outcome="imported", reason="")
+        == 4
+    )
+    assert (
+        metric(after, "fotoowl_files_total", outcome="skipped", reason="google_native")
+        - metric(before, "fotoowl_files_total", outcome="skipped", reason="google_native")
+        == 1
+    )
     assert metric(after, "fotoowl_imports", status="completed") == 1
     assert metric(after, "fotoowl_bytes_transferred_total") > metric(before, "fotoowl_bytes_transferred_total")
     assert metric(after, "fotoowl_drive_requests_total", kind="list", status="200") >= 1
@@ -73,8 +82,9 @@ async def test_metrics_count_a_finished_import(client: Any, drive: RunningEmulat
     assert "fotoowl_queue_depth" in after
 
 
-async def test_the_api_key_never_reaches_the_logs(app_settings: AppSettings, drive: RunningEmulator,
-                                                  aiohttp_client: Any, caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_api_key_never_reaches_the_logs(
+    app_settings: AppSettings, drive: RunningEmulator, aiohttp_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     secret_key = "AIzaSyTOPSECRET-0123456789abcdefghijk"
     drive.emu.api_keys = frozenset({secret_key})
     settings = app_settings.replace(google_api_key=Secret(secret_key))
@@ -92,4 +102,3 @@ async def test_the_api_key_never_reaches_the_logs(app_settings: AppSettings, dri
     assert secret_key not in caplog.text
     assert secret_key not in failures
     assert secret_key not in str(body)
-

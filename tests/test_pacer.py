@@ -138,8 +138,9 @@ async def test_redis_pacer_slows_down_for_every_process_sharing_it(redis_url: st
     key = f"test:pacer:{uuid.uuid4().hex}"
     clients = [aioredis.from_url(redis_url), aioredis.from_url(redis_url)]
     try:
-        first, second = (RedisPacer(client, key, rate_per_s=10.0, burst=1, recovery_s=1e6, cut_interval_s=30)
-                         for client in clients)
+        first, second = (
+            RedisPacer(client, key, rate_per_s=10.0, burst=1, recovery_s=1e6, cut_interval_s=30) for client in clients
+        )
         assert await first.reserve() == 0.0
         assert await first.slow_down() == pytest.approx(5.0)
         # The second process sees the cut, and its own report of the same episode counts once.

@@ -82,8 +82,10 @@ async def later(delay_s: float, action: Any) -> None:
 
 # --- storage ----------------------------------------------------------------------------------------
 
+
 async def test_storage_answering_500_pauses_copies_without_spending_attempts(
-        app_settings: AppSettings, drive: RunningEmulator) -> None:
+    app_settings: AppSettings, drive: RunningEmulator
+) -> None:
     """Before: files failed `storage_error` once botocore's own retries ran out, burning attempts."""
     drive.emu.latency_s = 0.01
     root = shoot(drive, 40)
@@ -104,8 +106,10 @@ async def test_storage_answering_500_pauses_copies_without_spending_attempts(
 
 # --- the database -------------------------------------------------------------------------------------
 
+
 async def test_database_cut_mid_import_is_waited_out_not_left_to_the_lease(
-        app_settings: AppSettings, drive: RunningEmulator) -> None:
+    app_settings: AppSettings, drive: RunningEmulator
+) -> None:
     """Before: the failure path needed the database that was down, so items sat `in_progress` until
     their lease (here 300 s, beyond this test's timeout) expired."""
     drive.emu.latency_s = 0.02
@@ -128,6 +132,7 @@ async def test_database_cut_mid_import_is_waited_out_not_left_to_the_lease(
 
 
 # --- Redis ----------------------------------------------------------------------------------------------
+
 
 async def test_pacer_paces_locally_while_redis_is_unreachable(redis_url: str) -> None:
     """Before: the pacer's Redis error escaped every copy in flight, failing whole batches."""
@@ -182,8 +187,9 @@ async def wait_for_status(pool: asyncpg.Pool, import_id: int, timeout_s: float) 
 
 
 @pytest.mark.slow
-async def test_worker_process_outlives_a_redis_outage(settings: AppSettings, drive: RunningEmulator,
-                                                      tmp_path: Path) -> None:
+async def test_worker_process_outlives_a_redis_outage(
+    settings: AppSettings, drive: RunningEmulator, tmp_path: Path
+) -> None:
     """Before: arq's poll loop raised ConnectionError, `fotoowl worker` ran once and exited.
 
     Also: the worker serves its own /healthz and /metrics, which count the files it copied."""
@@ -196,8 +202,12 @@ async def test_worker_process_outlives_a_redis_outage(settings: AppSettings, dri
         env = {**_worker_env(worker_settings, drive.api_url), "FOTOOWL_WORKER_HTTP_PORT": str(http_port)}
         with open(log_path, "wb") as log_file:  # noqa: ASYNC230 - opening a log file is instant
             proc = await asyncio.create_subprocess_exec(
-                str(Path(sys.executable).parent / "fotoowl"), "worker", env=env,
-                stdout=log_file, stderr=subprocess.STDOUT)
+                str(Path(sys.executable).parent / "fotoowl"),
+                "worker",
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
         try:
             deadline = asyncio.get_running_loop().time() + 60
             while b"worker started" not in log_path.read_bytes():
@@ -235,7 +245,8 @@ async def test_worker_process_outlives_a_redis_outage(settings: AppSettings, dri
 
 
 async def test_embedded_workers_outlive_a_redis_outage_and_readyz_tells(
-        app_settings: AppSettings, drive: RunningEmulator, aiohttp_client: Any) -> None:
+    app_settings: AppSettings, drive: RunningEmulator, aiohttp_client: Any
+) -> None:
     """Before: the server's workers hung for good while /readyz kept answering ready."""
     from fotoowl.web.app import create_app
 
@@ -271,8 +282,10 @@ async def test_embedded_workers_outlive_a_redis_outage_and_readyz_tells(
 
 # --- an end for every import ------------------------------------------------------------------------------
 
+
 async def test_a_nul_byte_in_a_name_is_imported_not_a_listing_forever(
-        app_settings: AppSettings, drive: RunningEmulator) -> None:
+    app_settings: AppSettings, drive: RunningEmulator
+) -> None:
     """Before: the listing insert raised CharacterNotInRepertoireError and the import stayed `listing`."""
     root = drive.emu.add_folder(None, "Shoot")
     drive.emu.add_image(root, "bad\x00name.jpg", width=8, height=8)
@@ -285,7 +298,8 @@ async def test_a_nul_byte_in_a_name_is_imported_not_a_listing_forever(
 
 
 async def test_a_listing_that_keeps_failing_fails_the_import_with_its_reason(
-        drive: RunningEmulator, app_settings: AppSettings, aiohttp_client: Any) -> None:
+    drive: RunningEmulator, app_settings: AppSettings, aiohttp_client: Any
+) -> None:
     """Before: a folder whose listing answered 502 every time stayed `listing` through every retry."""
     from conftest import wait_for_import
     from fotoowl.web.app import create_app
@@ -302,7 +316,8 @@ async def test_a_listing_that_keeps_failing_fails_the_import_with_its_reason(
 
 
 async def test_an_expired_item_with_its_attempts_spent_fails_instead_of_looping(
-        app_settings: AppSettings, drive: RunningEmulator) -> None:
+    app_settings: AppSettings, drive: RunningEmulator
+) -> None:
     """Before: expired items were reclaimed with no cap, so a file that kills its worker ran forever."""
     root = shoot(drive, 5)
     async with open_deps(app_settings) as deps:
@@ -312,7 +327,9 @@ async def test_an_expired_item_with_its_attempts_spent_fails_instead_of_looping(
             """UPDATE import_items SET status = 'in_progress', attempts = $2, lease_token = gen_random_uuid(),
                       lease_expires_at = now() - interval '1 second'
                WHERE id = (SELECT min(id) FROM import_items WHERE import_id = $1) RETURNING id""",
-            created["id"], app_settings.max_attempts)
+            created["id"],
+            app_settings.max_attempts,
+        )
         await transfer.transfer_import(deps, created["id"])
         item = await deps.pool.fetchrow("SELECT status, error_code FROM import_items WHERE id = $1", poison)
         row = await deps.pool.fetchrow("SELECT * FROM imports WHERE id = $1", created["id"])
@@ -321,7 +338,8 @@ async def test_an_expired_item_with_its_attempts_spent_fails_instead_of_looping(
 
 
 async def test_a_row_the_database_refuses_fails_alone_and_gives_every_place_back(
-        app_settings: AppSettings, drive: RunningEmulator) -> None:
+    app_settings: AppSettings, drive: RunningEmulator
+) -> None:
     """Before: the batch's error killed the transfer job, and a batch cancelled before it ran kept its
     places in the claim room for good, until every later transfer waited forever."""
     drive.emu.latency_s = 0.01
@@ -332,10 +350,12 @@ async def test_a_row_the_database_refuses_fails_alone_and_gives_every_place_back
             """CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$
                BEGIN IF NEW.name = 'boom.jpg' THEN RAISE EXCEPTION 'refused by a trigger'; END IF;
                      RETURN NEW; END $$;
-               CREATE TRIGGER refuse_boom BEFORE INSERT ON images FOR EACH ROW EXECUTE FUNCTION refuse_boom();""")
+               CREATE TRIGGER refuse_boom BEFORE INSERT ON images FOR EACH ROW EXECUTE FUNCTION refuse_boom();"""
+        )
         row = await run_import(deps, root)
         failure = await deps.pool.fetchrow(
-            "SELECT name, error_code, error_message FROM import_items WHERE status = 'failed'")
+            "SELECT name, error_code, error_message FROM import_items WHERE status = 'failed'"
+        )
         assert deps.claim_room.held_items == 0
         again = await run_import(deps, shoot(drive, 6, "Second"))
     assert (row["status"], row["imported_count"], row["failed_count"]) == ("completed_with_errors", 30, 1)
@@ -354,13 +374,16 @@ async def test_objects_are_stored_with_a_safe_content_type(app_settings: AppSett
         keys = {r["google_drive_id"]: r["storage_key"] for r in await deps.pool.fetch("SELECT * FROM images")}
     async with open_storage(app_settings) as storage:
         client = storage.client  # type: ignore[attr-defined]
-        types = {file_id: (await client.head_object(Bucket=app_settings.s3_bucket, Key=key))["ContentType"]
-                 for file_id, key in keys.items()}
+        types = {
+            file_id: (await client.head_object(Bucket=app_settings.s3_bucket, Key=key))["ContentType"]
+            for file_id, key in keys.items()
+        }
     assert types == {svg: "application/octet-stream", jpeg: "image/jpeg"}
 
 
 async def test_items_of_a_worker_that_stopped_beating_go_back_before_their_lease(
-        app_settings: AppSettings, drive: RunningEmulator) -> None:
+    app_settings: AppSettings, drive: RunningEmulator
+) -> None:
     """Before: a SIGKILLed worker's items waited out their whole lease (300 s by default)."""
     from fotoowl.liveness import DEAD_AFTER_S, reclaim_from_the_dead
 
@@ -369,12 +392,16 @@ async def test_items_of_a_worker_that_stopped_beating_go_back_before_their_lease
     async with open_deps(settings) as dead, open_deps(settings) as alive:
         created = await control.create_import(dead.pool, dead.redis, parse_link(folder_link(root)))
         await listing.list_import(dead, created["id"])
-        claimed = await claims.claim(dead.pool, created["id"], uuid.uuid4(), 4, lease_s=300.0, max_attempts=3,
-                                     worker_id=dead.heartbeat.worker_id)
+        claimed = await claims.claim(
+            dead.pool, created["id"], uuid.uuid4(), 4, lease_s=300.0, max_attempts=3, worker_id=dead.heartbeat.worker_id
+        )
         assert len(claimed) == 4
         # The claimer goes silent (as after a SIGKILL); the survivor has been beating for a while.
-        await dead.pool.execute("UPDATE workers SET heartbeat_at = now() - make_interval(secs => $2) WHERE id = $1",
-                                dead.heartbeat.worker_id, DEAD_AFTER_S + 5)
+        await dead.pool.execute(
+            "UPDATE workers SET heartbeat_at = now() - make_interval(secs => $2) WHERE id = $1",
+            dead.heartbeat.worker_id,
+            DEAD_AFTER_S + 5,
+        )
         assert await reclaim_from_the_dead(alive.heartbeat) == {}  # not trusted yet: just started
         alive.heartbeat._beating_since_s = 0.0
         await alive.heartbeat.beat()

@@ -71,14 +71,18 @@ http.server.HTTPServer(("127.0.0.1", s3), http.server.BaseHTTPRequestHandler).se
 
 
 def _port_flags(args_line: str) -> dict[str, int]:
-    return {a.split("=", 1)[0]: int(a.split("=", 1)[1]) for a in args_line.split()
-            if a.startswith("-") and ".port=" in a and not a.startswith("-s3.port.")}
+    return {
+        a.split("=", 1)[0]: int(a.split("=", 1)[1])
+        for a in args_line.split()
+        if a.startswith("-") and ".port=" in a and not a.startswith("-s3.port.")
+    }
 
 
 def test_seaweedfs_retries_once_with_new_ports_after_a_grpc_port_clash(tmp_path: Path) -> None:
     weed, calls = _fake_weed(tmp_path, clashes=1)
-    server = embedded.start_seaweedfs(tmp_path / "s3", bucket="b", access_key_id="k", secret_access_key="s",
-                                      weed=str(weed))
+    server = embedded.start_seaweedfs(
+        tmp_path / "s3", bucket="b", access_key_id="k", secret_access_key="s", weed=str(weed)
+    )
     try:
         first, second = calls.read_text().splitlines()
         assert server.url == f"http://127.0.0.1:{_port_flags(second)['-s3.port']}"
@@ -90,8 +94,7 @@ def test_seaweedfs_retries_once_with_new_ports_after_a_grpc_port_clash(tmp_path:
 def test_seaweedfs_gives_up_after_the_second_clash(tmp_path: Path) -> None:
     weed, calls = _fake_weed(tmp_path, clashes=2)
     with pytest.raises(embedded.EmbeddedError, match="reserved for gRPC calculation"):
-        embedded.start_seaweedfs(tmp_path / "s3", bucket="b", access_key_id="k", secret_access_key="s",
-                                 weed=str(weed))
+        embedded.start_seaweedfs(tmp_path / "s3", bucket="b", access_key_id="k", secret_access_key="s", weed=str(weed))
     assert len(calls.read_text().splitlines()) == 2
 
 
@@ -109,8 +112,10 @@ FOLDER = link("1AbCdEfGhIjKlMnOpQrStUvWxYz")
 
 async def test_unreachable_database_exits_4_with_one_line() -> None:
     port = embedded.free_port()
-    env = _env(FOTOOWL_DATABASE_URL=f"postgresql://postgres:s3cret-pw@127.0.0.1:{port}/x",
-               FOTOOWL_REDIS_URL=f"redis://127.0.0.1:{embedded.free_port()}/0")
+    env = _env(
+        FOTOOWL_DATABASE_URL=f"postgresql://postgres:s3cret-pw@127.0.0.1:{port}/x",
+        FOTOOWL_REDIS_URL=f"redis://127.0.0.1:{embedded.free_port()}/0",
+    )
     code, out, err = await run_cli(env, "import", FOLDER)
     assert code == 4, err
     lines = err.strip().splitlines()
@@ -121,8 +126,10 @@ async def test_unreachable_database_exits_4_with_one_line() -> None:
 
 
 async def test_unreachable_database_with_json_prints_the_error_object() -> None:
-    env = _env(FOTOOWL_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{embedded.free_port()}/x",
-               FOTOOWL_REDIS_URL=f"redis://127.0.0.1:{embedded.free_port()}/0")
+    env = _env(
+        FOTOOWL_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{embedded.free_port()}/x",
+        FOTOOWL_REDIS_URL=f"redis://127.0.0.1:{embedded.free_port()}/0",
+    )
     code, out, err = await run_cli(env, "import", FOLDER, "--json")
     assert code == 4, err
     body = json.loads(out)
@@ -143,13 +150,16 @@ async def test_unreachable_redis_exits_4_with_one_line(database_url: str) -> Non
     assert "s3cret-pw" not in err and "****" in lines[0]
 
 
-@pytest.mark.parametrize(("url", "shown"), [
-    ("postgresql://postgres:postgres@db/x", "postgresql://postgres:****@db/x"),
-    ("redis://:pw@127.0.0.1:6379/0", "redis://:****@127.0.0.1:6379/0"),
-    ("postgresql://u@db/x?sslmode=disable&password=pw", "postgresql://u@db/x?sslmode=disable&password=****"),
-    ("unix:///run/redis.sock?password=pw&db=0", "unix:///run/redis.sock?password=****&db=0"),
-    ("postgresql://u@db/x", "postgresql://u@db/x"),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://postgres:postgres@db/x", "postgresql://postgres:****@db/x"),
+        ("redis://:pw@127.0.0.1:6379/0", "redis://:****@127.0.0.1:6379/0"),
+        ("postgresql://u@db/x?sslmode=disable&password=pw", "postgresql://u@db/x?sslmode=disable&password=****"),
+        ("unix:///run/redis.sock?password=pw&db=0", "unix:///run/redis.sock?password=****&db=0"),
+        ("postgresql://u@db/x", "postgresql://u@db/x"),
+    ],
+)
 def test_service_urls_are_shown_without_their_password(url: str, shown: str) -> None:
     from fotoowl.cli import _redacted_url
 
@@ -175,18 +185,21 @@ async def _redirecting_drive(aiohttp_server: ServerFactory, location: str | None
     return await aiohttp_server(app)
 
 
-@pytest.mark.parametrize("location", [
-    "file:///etc/passwd",
-    "http://[::1",
-    "//",
-    "///x",
-    "http:",
-    "https://:80/x",
-    "http://a:99999/",
-    "mailto:drive@example.com",
-    "",
-    None,
-])
+@pytest.mark.parametrize(
+    "location",
+    [
+        "file:///etc/passwd",
+        "http://[::1",
+        "//",
+        "///x",
+        "http:",
+        "https://:80/x",
+        "http://a:99999/",
+        "mailto:drive@example.com",
+        "",
+        None,
+    ],
+)
 async def test_redirect_without_a_usable_host_fails_that_file_only(
     aiohttp_server: ServerFactory, session: aiohttp.ClientSession, location: str | None
 ) -> None:

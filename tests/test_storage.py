@@ -19,7 +19,7 @@ MiB = 1024 * 1024
 
 async def chunks_of(data: bytes, size: int = 256 * 1024) -> AsyncIterator[bytes]:
     for start in range(0, len(data), size):
-        yield data[start:start + size]
+        yield data[start : start + size]
 
 
 @pytest.fixture(params=["s3", "file"])
@@ -31,8 +31,9 @@ async def any_storage(request: pytest.FixtureRequest, storage: Storage, tmp_path
 
 async def test_small_upload_is_one_put_and_reads_back(any_storage: Storage, s3_prefix: str) -> None:
     data = os.urandom(300_000)
-    stored = await any_storage.upload(s3_prefix + "small.jpg", chunks_of(data), content_type="image/jpeg",
-                                      expected_md5=hashlib.md5(data).hexdigest())
+    stored = await any_storage.upload(
+        s3_prefix + "small.jpg", chunks_of(data), content_type="image/jpeg", expected_md5=hashlib.md5(data).hexdigest()
+    )
     assert stored.size_bytes == len(data)
     assert not stored.multipart
     assert await any_storage.read_bytes(s3_prefix + "small.jpg") == data
@@ -47,9 +48,14 @@ async def test_large_upload_goes_multipart_byte_for_byte(storage: Storage, s3_pr
     async def record(upload_id: str) -> None:
         started.append(upload_id)
 
-    stored = await storage.upload(s3_prefix + "big.jpg", chunks_of(data, MiB), content_type="image/jpeg",
-                                  expected_md5=hashlib.md5(data).hexdigest(), size_hint_bytes=len(data),
-                                  on_multipart_start=record)
+    stored = await storage.upload(
+        s3_prefix + "big.jpg",
+        chunks_of(data, MiB),
+        content_type="image/jpeg",
+        expected_md5=hashlib.md5(data).hexdigest(),
+        size_hint_bytes=len(data),
+        on_multipart_start=record,
+    )
     assert stored.multipart and len(started) == 1
     assert stored.md5_hex == hashlib.md5(data).hexdigest()
     assert await storage.read_bytes(s3_prefix + "big.jpg") == data
@@ -60,8 +66,13 @@ async def test_md5_mismatch_leaves_nothing(any_storage: Storage, s3_prefix: str)
     for size in (1000, 17 * MiB):
         key = f"{s3_prefix}bad-{size}.png"
         with pytest.raises(ChecksumMismatch):
-            await any_storage.upload(key, chunks_of(os.urandom(size), MiB), content_type="image/png",
-                                     expected_md5="0" * 32, size_hint_bytes=size)
+            await any_storage.upload(
+                key,
+                chunks_of(os.urandom(size), MiB),
+                content_type="image/png",
+                expected_md5="0" * 32,
+                size_hint_bytes=size,
+            )
         with pytest.raises(ObjectNotFound):
             await any_storage.size(key)
     assert await any_storage.open_uploads(s3_prefix) == []

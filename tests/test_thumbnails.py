@@ -17,8 +17,17 @@ def _decoded(data: bytes) -> Image.Image:
     return image
 
 
-@pytest.mark.parametrize(("fmt", "width", "height"), [("jpeg", 1280, 960), ("jpeg", 931, 698), ("jpeg", 700, 1400),
-                                                      ("png", 480, 360), ("webp", 360, 480), ("jpeg", 200, 100)])
+@pytest.mark.parametrize(
+    ("fmt", "width", "height"),
+    [
+        ("jpeg", 1280, 960),
+        ("jpeg", 931, 698),
+        ("jpeg", 700, 1400),
+        ("png", 480, 360),
+        ("webp", 360, 480),
+        ("jpeg", 200, 100),
+    ],
+)
 def test_preview_fits_the_box_and_keeps_the_aspect(fmt: str, width: int, height: int) -> None:
     thumb = make_thumbnail(render_image(fmt, width, height, seed=3), 320)
     assert thumb is not None

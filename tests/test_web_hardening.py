@@ -133,8 +133,9 @@ def assert_local(location: str) -> None:
 
 async def unlock(client: Any) -> None:
     token = form_token(await (await client.get("/ui/unlock")).text())
-    resp = await client.post("/ui/unlock", data={"csrf_token": token, "token": API_TOKEN, "next": "/"},
-                             allow_redirects=False)
+    resp = await client.post(
+        "/ui/unlock", data={"csrf_token": token, "token": API_TOKEN, "next": "/"}, allow_redirects=False
+    )
     assert resp.status == 303
 
 
@@ -151,8 +152,9 @@ async def test_next_never_redirects_off_site(app_settings: AppSettings, aiohttp_
             assert_local(field["value"])
         token = form_token(await (await client.get("/ui/unlock")).text())
         for hostile in HOSTILE_NEXT:
-            resp = await client.post("/ui/unlock", data={"csrf_token": token, "token": API_TOKEN, "next": hostile},
-                                     allow_redirects=False)
+            resp = await client.post(
+                "/ui/unlock", data={"csrf_token": token, "token": API_TOKEN, "next": hostile}, allow_redirects=False
+            )
             assert resp.status == 303, hostile
             assert_local(resp.headers["Location"])
     for hostile in HOSTILE_NEXT:
@@ -175,6 +177,7 @@ async def test_next_keeps_same_site_paths(locked_client: Any) -> None:
 
 # --- 2. cross-site writes --------------------------------------------------------------------------------
 
+
 async def test_json_writes_need_a_json_content_type(idle_client: Any) -> None:
     client = idle_client
     body = json.dumps({"folder_url": folder_link("1AbCdEfGhIjKlMnOpQrStUvWxYz012345")})
@@ -196,18 +199,22 @@ async def test_json_writes_need_a_json_content_type(idle_client: Any) -> None:
     # JSON with an empty body is what retry and cancel expect.
     resp = await client.post(f"/imports/{import_id}/retry", headers={"Content-Type": JSON})
     assert resp.status == 202, await resp.text()
-    resp = await client.post(f"/imports/{import_id}/cancel",
-                             headers={"Content-Type": "Application/JSON; charset=utf-8"})
+    resp = await client.post(
+        f"/imports/{import_id}/cancel", headers={"Content-Type": "Application/JSON; charset=utf-8"}
+    )
     assert resp.status == 202, await resp.text()
 
 
-@pytest.mark.parametrize("headers", [
-    {"Sec-Fetch-Site": "cross-site"},
-    {"Origin": "https://evil.example"},
-    {"Origin": "null"},
-    {"Origin": "http://127.0.0.1"},
-    {"Origin": "http://127.0.0.1.evil.example"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Origin": "http://127.0.0.1"},
+        {"Origin": "http://127.0.0.1.evil.example"},
+    ],
+)
 async def test_cross_site_writes_are_refused(idle_client: Any, headers: dict[str, str]) -> None:
     client = idle_client
     import_id = await start_import(client)
@@ -219,10 +226,12 @@ async def test_cross_site_writes_are_refused(idle_client: Any, headers: dict[str
         await assert_error(resp, 403, "csrf_failed")
 
     token = form_token(await (await client.get("/")).text())
-    for url, data in (("/ui/imports", {"folder_url": link, "csrf_token": token}),
-                      (f"/ui/imports/{import_id}/retry", {"csrf_token": token}),
-                      (f"/ui/imports/{import_id}/cancel", {"csrf_token": token}),
-                      ("/ui/lock", {"csrf_token": token})):
+    for url, data in (
+        ("/ui/imports", {"folder_url": link, "csrf_token": token}),
+        (f"/ui/imports/{import_id}/retry", {"csrf_token": token}),
+        (f"/ui/imports/{import_id}/cancel", {"csrf_token": token}),
+        ("/ui/lock", {"csrf_token": token}),
+    ):
         resp = await client.post(url, data=data, headers=headers, allow_redirects=False)
         assert resp.status == 403, url
         assert resp.content_type == "text/html"
@@ -234,13 +243,17 @@ async def test_same_origin_writes_pass(idle_client: Any) -> None:
     client = idle_client
     origin = own_origin(client)
     link = folder_link("1AbCdEfGhIjKlMnOpQrStUvWxYz012345")
-    for headers in ({"Origin": origin, "Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"},
-                    {"Origin": origin.upper()}):
+    for headers in (
+        {"Origin": origin, "Sec-Fetch-Site": "same-origin"},
+        {"Sec-Fetch-Site": "none"},
+        {"Origin": origin.upper()},
+    ):
         resp = await client.post("/import/google-drive", json={"folder_url": link}, headers=headers)
         assert resp.status == 202, (headers, await resp.text())
         token = form_token(await (await client.get("/")).text())
-        resp = await client.post("/ui/imports", data={"folder_url": link, "csrf_token": token}, headers=headers,
-                                 allow_redirects=False)
+        resp = await client.post(
+            "/ui/imports", data={"folder_url": link, "csrf_token": token}, headers=headers, allow_redirects=False
+        )
         assert resp.status == 303, (headers, await resp.text())
 
 
@@ -251,8 +264,7 @@ async def test_a_forged_cookie_and_field_pair_is_refused(idle_client: Any) -> No
     await client.get("/")
     for forged in ("A" * 43, "x" * 64, csrf_cookie(client)):
         client.session.cookie_jar.update_cookies({CSRF_COOKIE: forged}, response_url=client.make_url("/"))
-        resp = await client.post("/ui/imports", data={"folder_url": link, "csrf_token": forged},
-                                 allow_redirects=False)
+        resp = await client.post("/ui/imports", data={"folder_url": link, "csrf_token": forged}, allow_redirects=False)
         assert resp.status == 403, forged
     # A token signed for another cookie is no better.
     client.session.cookie_jar.clear()
@@ -271,12 +283,12 @@ async def test_the_form_token_is_the_signed_cookie(app_settings: AppSettings, id
     from fotoowl.web.security import load_secret_key
 
     key = load_secret_key(app_settings)
-    assert hmac.compare_digest(token, hmac.new(key, b"fotoowl-csrf-v1:" + cookie.encode(),
-                                               hashlib.sha256).hexdigest())
+    assert hmac.compare_digest(token, hmac.new(key, b"fotoowl-csrf-v1:" + cookie.encode(), hashlib.sha256).hexdigest())
 
 
-async def test_the_secret_key_is_kept_private_and_survives_a_restart(app_settings: AppSettings,
-                                                                      aiohttp_client: Any) -> None:
+async def test_the_secret_key_is_kept_private_and_survives_a_restart(
+    app_settings: AppSettings, aiohttp_client: Any
+) -> None:
     first = await aiohttp_client(create_app(app_settings, run_worker=False))
     token = form_token(await (await first.get("/")).text())
     cookie = csrf_cookie(first)
@@ -293,12 +305,12 @@ async def test_the_secret_key_is_kept_private_and_survives_a_restart(app_setting
 
 
 async def test_replicas_sharing_the_secret_key_accept_each_others_forms(
-        app_settings: AppSettings, aiohttp_client: Any, tmp_path: Any) -> None:
+    app_settings: AppSettings, aiohttp_client: Any, tmp_path: Any
+) -> None:
     shared = app_settings.replace(secret_key=Secret("shared-secret-of-the-replicas"))
     one = await aiohttp_client(create_app(shared.replace(data_dir=tmp_path / "one"), run_worker=False))
     other = await aiohttp_client(create_app(shared.replace(data_dir=tmp_path / "other"), run_worker=False))
-    stranger = await aiohttp_client(create_app(app_settings.replace(data_dir=tmp_path / "stranger"),
-                                               run_worker=False))
+    stranger = await aiohttp_client(create_app(app_settings.replace(data_dir=tmp_path / "stranger"), run_worker=False))
     token = form_token(await (await one.get("/")).text())
     cookie = csrf_cookie(one)
     assert not (tmp_path / "one" / "secret-key").exists()  # a configured key is never written down
@@ -334,8 +346,22 @@ BAD_CURSORS = [
     "\u00e9",
     "%00",
 ]
-BAD_NUMBERS = ["\u00b2", "\u0661", "1\n", "1_0", " 1", "+1", "-1", "0x1", "1.0", "1e3", "9" * 5000, "\x00",
-               "\uff11", "99999999999999999999"]
+BAD_NUMBERS = [
+    "\u00b2",
+    "\u0661",
+    "1\n",
+    "1_0",
+    " 1",
+    "+1",
+    "-1",
+    "0x1",
+    "1.0",
+    "1e3",
+    "9" * 5000,
+    "\x00",
+    "\uff11",
+    "99999999999999999999",
+]
 BAD_TEXT = ["\x00", "a\x00b", "image/jpeg\x00"]
 
 
@@ -368,42 +394,52 @@ async def test_bad_query_parameters_get_a_4xx_never_a_500(idle_client: Any, path
                 # Pages ignore a number they cannot read (a notice, a poll hint) or refuse it with a page.
                 ok = resp.status < 500 and resp.content_type == "text/html"
             else:
-                ok = (400 <= resp.status < 500 and resp.content_type == JSON
-                      and set(json.loads(text)["error"]) == {"code", "message"})
+                ok = (
+                    400 <= resp.status < 500
+                    and resp.content_type == JSON
+                    and set(json.loads(text)["error"]) == {"code", "message"}
+                )
             if not ok:
                 problems.append((name, value[:40], resp.status, text[:120]))
     assert problems == []
 
 
-@pytest.mark.parametrize(("path", "query", "code"), [
-    ("/imports", {"cursor": cursor('{"id": 1000000000000000000000000000000}')}, "invalid_cursor"),
-    ("/imports", {"cursor": cursor('{"id": 1e400}')}, "invalid_cursor"),
-    ("/imports", {"cursor": cursor('{"id": -1}')}, "invalid_cursor"),
-    ("/imports", {"cursor": cursor("[" * 3000)}, "invalid_cursor"),
-    ("/images", {"cursor": cursor('{"id": Infinity}')}, "invalid_cursor"),
-    ("/images", {"q": "\x00"}, "invalid_parameter"),
-    ("/images", {"source": "\x00"}, "invalid_parameter"),
-    ("/images", {"mime_type": "image/\x00"}, "invalid_parameter"),
-    ("/images", {"folder": "a\x00"}, "invalid_parameter"),
-    ("/images", {"limit": "\u00b2"}, "invalid_parameter"),
-    ("/images", {"limit": "9" * 5000}, "invalid_parameter"),
-    ("/images", {"import_id": "\u0661"}, "invalid_parameter"),
-    ("/images", {"import_id": "+1"}, "invalid_parameter"),
-    ("/imports", {"limit": " 1"}, "invalid_parameter"),
-    ("/imports", {"limit": "1_0"}, "invalid_parameter"),
-    # Found by the fuzzer: a blank number was taken for "none given".
-    ("/imports", {"limit": ""}, "invalid_parameter"),
-    ("/images", {"import_id": ""}, "invalid_parameter"),
-])
-async def test_bad_query_parameters_have_their_code(client: Any, path: str, query: dict[str, str],
-                                                    code: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "query", "code"),
+    [
+        ("/imports", {"cursor": cursor('{"id": 1000000000000000000000000000000}')}, "invalid_cursor"),
+        ("/imports", {"cursor": cursor('{"id": 1e400}')}, "invalid_cursor"),
+        ("/imports", {"cursor": cursor('{"id": -1}')}, "invalid_cursor"),
+        ("/imports", {"cursor": cursor("[" * 3000)}, "invalid_cursor"),
+        ("/images", {"cursor": cursor('{"id": Infinity}')}, "invalid_cursor"),
+        ("/images", {"q": "\x00"}, "invalid_parameter"),
+        ("/images", {"source": "\x00"}, "invalid_parameter"),
+        ("/images", {"mime_type": "image/\x00"}, "invalid_parameter"),
+        ("/images", {"folder": "a\x00"}, "invalid_parameter"),
+        ("/images", {"limit": "\u00b2"}, "invalid_parameter"),
+        ("/images", {"limit": "9" * 5000}, "invalid_parameter"),
+        ("/images", {"import_id": "\u0661"}, "invalid_parameter"),
+        ("/images", {"import_id": "+1"}, "invalid_parameter"),
+        ("/imports", {"limit": " 1"}, "invalid_parameter"),
+        ("/imports", {"limit": "1_0"}, "invalid_parameter"),
+        # Found by the fuzzer: a blank number was taken for "none given".
+        ("/imports", {"limit": ""}, "invalid_parameter"),
+        ("/images", {"import_id": ""}, "invalid_parameter"),
+    ],
+)
+async def test_bad_query_parameters_have_their_code(client: Any, path: str, query: dict[str, str], code: str) -> None:
     await assert_error(await client.get(path, params=query), 400, code)
 
 
-@pytest.mark.parametrize("path", [
-    "/ui/gallery?limit=%C2%B2", "/ui/gallery?limit=" + "9" * 5000, "/ui/gallery?q=%00",
-    "/ui/gallery/_grid?cursor=" + cursor('{"id": 1e400}'),
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/ui/gallery?limit=%C2%B2",
+        "/ui/gallery?limit=" + "9" * 5000,
+        "/ui/gallery?q=%00",
+        "/ui/gallery/_grid?cursor=" + cursor('{"id": 1e400}'),
+    ],
+)
 async def test_bad_page_parameters_get_an_html_400(client: Any, path: str) -> None:
     resp = await client.get(path)
     assert resp.status == 400
@@ -427,14 +463,14 @@ async def test_unreadable_numbers_on_pages_are_ignored(idle_client: Any) -> None
         assert "HX-Trigger" not in resp.headers
 
 
-@pytest.mark.parametrize("raw_id", ["1%0A", "1_0", "%201", "+1", "%D9%A1", "1%00", "01", "1.0", "9" * 5000,
-                                    "9223372036854775808", "-1", "0"])
+@pytest.mark.parametrize(
+    "raw_id", ["1%0A", "1_0", "%201", "+1", "%D9%A1", "1%00", "01", "1.0", "9" * 5000, "9223372036854775808", "-1", "0"]
+)
 async def test_only_plain_ascii_ids_name_a_resource(idle_client: Any, raw_id: str) -> None:
     client = idle_client
     assert await start_import(client) == 1
     assert (await client.get("/imports/1")).status == 200
-    for template in ("/imports/{}", "/imports/{}/failures", "/images/{}", "/images/{}/content",
-                     "/images/{}/thumbnail"):
+    for template in ("/imports/{}", "/imports/{}/failures", "/images/{}", "/images/{}/content", "/images/{}/thumbnail"):
         await assert_error(await client.get(template.format(raw_id)), 404, "not_found")
     for action in ("retry", "cancel"):
         await assert_error(await client.post(f"/imports/{raw_id}/{action}", json={}), 404, "not_found")
@@ -444,25 +480,51 @@ async def test_only_plain_ascii_ids_name_a_resource(idle_client: Any, raw_id: st
         assert resp.content_type == "text/html"
 
 
-@pytest.mark.parametrize(("data", "headers", "status", "code"), [
-    (b'{"folder_url": "1AbCdEfGhIjKlMnOpQrStUvWxYz012345"}', {"Content-Type": "application/json; charset=bogus"},
-     400, "invalid_json"),
-    (b'{"folder_url": "1AbCdEfGhIjKlMnOpQrStUvWxYz012345"}', {"Content-Type": "application/json; charset=latin-1"},
-     400, "invalid_json"),
-    (b"[" * 30_000, {"Content-Type": JSON}, 400, "invalid_json"),
-    (b'{"a": ' * 10_000, {"Content-Type": JSON}, 400, "invalid_json"),
-    (b'"\xff"', {"Content-Type": JSON}, 400, "invalid_json"),
-    (b"", {"Content-Type": JSON}, 400, "invalid_json"),
-    (b"NaN", {"Content-Type": JSON}, 400, "invalid_json"),
-    (json.dumps({"folder_url": "https://drive.google.com/drive/folders/1AbCdEfGhIjKlMnOpQrStUvWxYz012345?x=\x00"})
-     .encode(), {"Content-Type": JSON}, 422, "invalid_folder_url"),
-    (b'{"folder_url": "https://drive.google.com/drive/folders/1AbCdEfGhIjKlMnOpQrStUvWxYz012345?x=\\ud800"}',
-     {"Content-Type": JSON}, 422, "invalid_folder_url"),
-    (json.dumps({"folder_url": "1AbCdEfGhIjKlMnOpQrStUvWxYz012345\x00"}).encode(), {"Content-Type": JSON},
-     422, "invalid_folder_url"),
-])
-async def test_bad_import_bodies_get_a_4xx(idle_client: Any, data: bytes, headers: dict[str, str], status: int,
-                                           code: str) -> None:
+@pytest.mark.parametrize(
+    ("data", "headers", "status", "code"),
+    [
+        (
+            b'{"folder_url": "1AbCdEfGhIjKlMnOpQrStUvWxYz012345"}',
+            {"Content-Type": "application/json; charset=bogus"},
+            400,
+            "invalid_json",
+        ),
+        (
+            b'{"folder_url": "1AbCdEfGhIjKlMnOpQrStUvWxYz012345"}',
+            {"Content-Type": "application/json; charset=latin-1"},
+            400,
+            "invalid_json",
+        ),
+        (b"[" * 30_000, {"Content-Type": JSON}, 400, "invalid_json"),
+        (b'{"a": ' * 10_000, {"Content-Type": JSON}, 400, "invalid_json"),
+        (b'"\xff"', {"Content-Type": JSON}, 400, "invalid_json"),
+        (b"", {"Content-Type": JSON}, 400, "invalid_json"),
+        (b"NaN", {"Content-Type": JSON}, 400, "invalid_json"),
+        (
+            json.dumps(
+                {"folder_url": "https://drive.google.com/drive/folders/1AbCdEfGhIjKlMnOpQrStUvWxYz012345?x=\x00"}
+            ).encode(),
+            {"Content-Type": JSON},
+            422,
+            "invalid_folder_url",
+        ),
+        (
+            b'{"folder_url": "https://drive.google.com/drive/folders/1AbCdEfGhIjKlMnOpQrStUvWxYz012345?x=\\ud800"}',
+            {"Content-Type": JSON},
+            422,
+            "invalid_folder_url",
+        ),
+        (
+            json.dumps({"folder_url": "1AbCdEfGhIjKlMnOpQrStUvWxYz012345\x00"}).encode(),
+            {"Content-Type": JSON},
+            422,
+            "invalid_folder_url",
+        ),
+    ],
+)
+async def test_bad_import_bodies_get_a_4xx(
+    idle_client: Any, data: bytes, headers: dict[str, str], status: int, code: str
+) -> None:
     resp = await idle_client.post("/import/google-drive", data=data, headers=headers)
     await assert_error(resp, status, code)
     assert (await (await idle_client.get("/imports")).json())["imports"] == []
@@ -470,10 +532,13 @@ async def test_bad_import_bodies_get_a_4xx(idle_client: Any, data: bytes, header
 
 async def test_a_nul_in_the_form_link_shows_the_form_again(idle_client: Any) -> None:
     token = form_token(await (await idle_client.get("/")).text())
-    for link in ("https://drive.google.com/drive/folders/1AbCdEfGhIjKlMnOpQrStUvWxYz012345?x=\x00",
-                 "1AbCdEfGhIjKlMnOpQrStUvWxYz012345\x00"):
-        resp = await idle_client.post("/ui/imports", data={"folder_url": link, "csrf_token": token},
-                                      allow_redirects=False)
+    for link in (
+        "https://drive.google.com/drive/folders/1AbCdEfGhIjKlMnOpQrStUvWxYz012345?x=\x00",
+        "1AbCdEfGhIjKlMnOpQrStUvWxYz012345\x00",
+    ):
+        resp = await idle_client.post(
+            "/ui/imports", data={"folder_url": link, "csrf_token": token}, allow_redirects=False
+        )
         assert resp.status == 422
         assert resp.content_type == "text/html"
         assert "\x00" not in await resp.text()
@@ -482,16 +547,21 @@ async def test_a_nul_in_the_form_link_shows_the_form_again(idle_client: Any) -> 
 
 # --- 4. error answers keep their headers ------------------------------------------------------------------
 
-@pytest.mark.parametrize(("method", "path", "allowed", "html"), [
-    ("PUT", "/imports", "GET", False),
-    ("DELETE", "/imports/1", "GET", False),
-    ("GET", "/import/google-drive", "POST", False),
-    ("PATCH", "/images/1/content", "GET", False),
-    ("PUT", "/ui/gallery", "GET", True),
-    ("GET", "/ui/lock", "POST", True),
-])
-async def test_405_answers_say_what_is_allowed(idle_client: Any, method: str, path: str, allowed: str,
-                                               html: bool) -> None:
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed", "html"),
+    [
+        ("PUT", "/imports", "GET", False),
+        ("DELETE", "/imports/1", "GET", False),
+        ("GET", "/import/google-drive", "POST", False),
+        ("PATCH", "/images/1/content", "GET", False),
+        ("PUT", "/ui/gallery", "GET", True),
+        ("GET", "/ui/lock", "POST", True),
+    ],
+)
+async def test_405_answers_say_what_is_allowed(
+    idle_client: Any, method: str, path: str, allowed: str, html: bool
+) -> None:
     resp = await idle_client.request(method, path, allow_redirects=False)
     assert resp.status == 405
     assert allowed in {m.strip() for m in resp.headers["Allow"].split(",")}
@@ -503,9 +573,10 @@ async def test_405_answers_say_what_is_allowed(idle_client: Any, method: str, pa
 
 # --- 5. a client leaving mid-download is not an error ---------------------------------------------------
 
-async def test_a_client_leaving_mid_download_is_not_an_error(client: Any, app_settings: AppSettings,
-                                                             drive: RunningEmulator,
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+
+async def test_a_client_leaving_mid_download_is_not_an_error(
+    client: Any, app_settings: AppSettings, drive: RunningEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
     root = drive.emu.add_folder(None, "Big")
     drive.emu.add_image(root, "big.jpg", size_bytes=24 * MiB)
     body = await wait_for_import(client, await start_import(client, root))
@@ -529,8 +600,11 @@ async def test_a_client_leaving_mid_download_is_not_an_error(client: Any, app_se
             writer.transport.abort()  # a reset, as when a browser tab is closed
 
         def ended() -> list[logging.LogRecord]:
-            return [r for r in caplog.records if r.name == "fotoowl.web" and (
-                r.getMessage() == "unhandled error" or "went away" in r.getMessage())]
+            return [
+                r
+                for r in caplog.records
+                if r.name == "fotoowl.web" and (r.getMessage() == "unhandled error" or "went away" in r.getMessage())
+            ]
 
         for _ in range(200):
             if len(ended()) >= 3:
@@ -563,11 +637,20 @@ async def test_header_bytes_that_are_not_utf8_are_refused_not_crashed_on(locked_
     host, port = locked_client.host, locked_client.port
     for head, status in (
         (b"GET / HTTP/1.1\r\nCookie: fotoowl_unlock=\xff\xfe; fotoowl_csrf=\xff\r\n", 200),
-        (b"POST /imports/1/cancel HTTP/1.1\r\nAuthorization: Bearer \xff\r\nContent-Type: application/json\r\n"
-         b"Content-Length: 0\r\n", 401),
-        (b"POST /ui/imports HTTP/1.1\r\nCookie: fotoowl_csrf=\xff\r\nContent-Type: application/x-www-form-urlencoded"
-         b"\r\nContent-Length: 14\r\n", 403),
+        (
+            b"POST /imports/1/cancel HTTP/1.1\r\nAuthorization: Bearer \xff\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 0\r\n",
+            401,
+        ),
+        (
+            b"POST /ui/imports HTTP/1.1\r\nCookie: fotoowl_csrf=\xff\r\nContent-Type: application/x-www-form-urlencoded"
+            b"\r\nContent-Length: 14\r\n",
+            403,
+        ),
     ):
-        answered, answer = await raw_request(host, port, head + b"Host: x\r\nConnection: close\r\n\r\n"
-                                             + (b"csrf_token=%FF" if b"/ui/imports" in head else b""))
+        answered, answer = await raw_request(
+            host,
+            port,
+            head + b"Host: x\r\nConnection: close\r\n\r\n" + (b"csrf_token=%FF" if b"/ui/imports" in head else b""),
+        )
         assert answered == status, answer[:400]

@@ -46,21 +46,51 @@ START_TIMEOUT_S = 60
 
 def clean_env() -> dict[str, str]:
     """This process's environment minus whatever could point Python or fotoowl back at the checkout."""
-    return {key: value for key, value in os.environ.items()
-            if key not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV") and not key.startswith(("FOTOOWL_", "AWS_"))}
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV") and not key.startswith(("FOTOOWL_", "AWS_"))
+    }
 
 
 def run_pip(python: Path, *args: str, cwd: Path) -> None:
-    done = subprocess.run([str(python), "-m", "pip", *args], cwd=cwd, env=clean_env(), capture_output=True,
-                          text=True, timeout=PIP_TIMEOUT_S, check=False)
+    done = subprocess.run(
+        [str(python), "-m", "pip", *args],
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=PIP_TIMEOUT_S,
+        check=False,
+    )
     if done.returncode == 0:
         return
     output = (done.stdout + done.stderr)[-4000:]
     # Building needs setuptools and installing needs every dependency from the index: only when the
     # index cannot be reached at all is this no verdict on the package.
-    probe = subprocess.run([str(python), "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--timeout", "15",
-                            "--retries", "1", "--dest", str(cwd / "probe"), "setuptools"], cwd=cwd, env=clean_env(),
-                           capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
+    probe = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-cache-dir",
+            "--timeout",
+            "15",
+            "--retries",
+            "1",
+            "--dest",
+            str(cwd / "probe"),
+            "setuptools",
+        ],
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=PIP_TIMEOUT_S,
+        check=False,
+    )
     if probe.returncode != 0:
         pytest.skip(f"the package index pip is configured for cannot be reached: {probe.stderr.strip()[-500:]}")
     pytest.fail(f"pip {' '.join(args)} failed:\n{output}")
@@ -90,8 +120,9 @@ def wheel_names(wheel: Path) -> set[str]:
 
 
 def tree_files(folder: Path) -> list[Path]:
-    return [path.relative_to(folder) for path in folder.rglob("*")
-            if path.is_file() and "__pycache__" not in path.parts]
+    return [
+        path.relative_to(folder) for path in folder.rglob("*") if path.is_file() and "__pycache__" not in path.parts
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -111,12 +142,17 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # --- what the wheel holds --------------------------------------------------------------------------
 
+
 def test_wheel_holds_every_module_and_the_data_folders_inside_the_package(wheel: Path) -> None:
     names = wheel_names(wheel)
     expected = {f"fotoowl/{path.as_posix()}" for path in tree_files(ROOT / "src" / "fotoowl")}
     expected |= {f"fotoowl/{folder}/{path.as_posix()}" for folder in FOLDERS for path in tree_files(ROOT / folder)}
-    assert {"fotoowl/py.typed", "fotoowl/sql/001_init.sql", "fotoowl/templates/base.html",
-            "fotoowl/static/app.css"} <= expected
+    assert {
+        "fotoowl/py.typed",
+        "fotoowl/sql/001_init.sql",
+        "fotoowl/templates/base.html",
+        "fotoowl/static/app.css",
+    } <= expected
     missing = sorted(expected - names)
     assert not missing, f"left out of the wheel (a package missing from pyproject.toml's list?): {missing}"
     # Nothing at the top level of site-packages but the package and its metadata.
@@ -126,8 +162,7 @@ def test_wheel_holds_every_module_and_the_data_folders_inside_the_package(wheel:
     assert "fotoowl = fotoowl.cli:main" in entry_points
 
 
-def test_htmx_ships_when_present_and_its_absence_does_not_break_the_build(
-        wheel: Path, tmp_path: Path) -> None:
+def test_htmx_ships_when_present_and_its_absence_does_not_break_the_build(wheel: Path, tmp_path: Path) -> None:
     # The wheel fixture's build had htmx exactly when the checkout has it (make install fetches it).
     assert (f"fotoowl/{HTMX.as_posix()}" in wheel_names(wheel)) == (ROOT / HTMX).is_file()
     source = copy_build_inputs(tmp_path / "source", with_htmx=False)
@@ -137,6 +172,7 @@ def test_htmx_ships_when_present_and_its_absence_does_not_break_the_build(
 
 
 # --- installed outside the checkout, it serves -----------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -193,8 +229,13 @@ def served(venv: Path, settings: AppSettings, empty_database_url: str, tmp_path:
     }
     log = tmp_path / "serve.log"
     with log.open("wb") as sink:
-        process = subprocess.Popen([str(venv / "bin" / "fotoowl"), "serve", "--host", "127.0.0.1", "--port",
-                                    str(port)], cwd=run_dir, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [str(venv / "bin" / "fotoowl"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=run_dir,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     handle = Served(f"http://127.0.0.1:{port}", process, log)
     try:
         wait_until_ready(handle)
@@ -228,17 +269,27 @@ def wait_until_ready(served: Served) -> None:
 
 
 def test_the_installed_package_reads_its_folders_from_site_packages(venv: Path, tmp_path: Path) -> None:
-    script = ("import json; from fotoowl.resources import FOLDERS, folder; "
-              "print(json.dumps({name: str(folder(name)) for name in FOLDERS}))")
-    done = subprocess.run([str(venv / "bin" / "python"), "-c", script], cwd=tmp_path, env=clean_env(),
-                          capture_output=True, text=True, check=True, timeout=60)
+    script = (
+        "import json; from fotoowl.resources import FOLDERS, folder; "
+        "print(json.dumps({name: str(folder(name)) for name in FOLDERS}))"
+    )
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", script],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     found = {name: Path(path) for name, path in json.loads(done.stdout).items()}
     for name, path in found.items():
         assert path.is_relative_to(venv) and path.parent.name == "fotoowl", (name, path)
 
 
 async def test_the_installed_wheel_serves_pages_static_files_and_the_api(
-        served: Served, empty_database_url: str, session: aiohttp.ClientSession) -> None:
+    served: Served, empty_database_url: str, session: aiohttp.ClientSession
+) -> None:
     async with session.get(served.url + "/") as resp:
         assert resp.status == 200, served.output()
         assert resp.content_type == "text/html"

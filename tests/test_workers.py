@@ -58,8 +58,12 @@ def spawn_worker(tmp_path: Path) -> Iterator[object]:
     def spawn(env: dict[str, str], name: str) -> tuple[subprocess.Popen[bytes], Path]:
         log_path = tmp_path / f"{name}.log"
         with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen([str(Path(sys.executable).parent / "arq"), "fotoowl.worker.Settings"],
-                                    env=env, stdout=log_file, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [str(Path(sys.executable).parent / "arq"), "fotoowl.worker.Settings"],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
         procs.append(proc)
         return proc, log_path
 
@@ -76,7 +80,8 @@ def spawn_worker(tmp_path: Path) -> Iterator[object]:
 
 
 async def test_two_workers_share_an_import_and_survive_a_sigkill(
-        settings: AppSettings, kit: SourceKit, storage: Storage, spawn_worker: object) -> None:
+    settings: AppSettings, kit: SourceKit, storage: Storage, spawn_worker: object
+) -> None:
     """For every source: exactly once after a SIGKILL mid-import, open multipart uploads included."""
     kit.set_latency(0.02)
     root = kit.add_folder(None, "Event")
@@ -100,7 +105,8 @@ async def test_two_workers_share_an_import_and_survive_a_sigkill(
         for _ in range(600):
             imported = await pool.fetchval("SELECT imported_count FROM imports WHERE id = $1", import_id)
             open_multipart = await pool.fetchval(
-                "SELECT count(*) FROM import_items WHERE import_id = $1 AND upload_id IS NOT NULL", import_id)
+                "SELECT count(*) FROM import_items WHERE import_id = $1 AND upload_id IS NOT NULL", import_id
+            )
             if imported >= 20 and open_multipart:
                 break
             assert proc_a.poll() is None and proc_b.poll() is None, "a worker died on its own"
@@ -138,8 +144,9 @@ async def test_two_workers_share_an_import_and_survive_a_sigkill(
     assert b"batch claimed" in log_b.read_bytes()
 
 
-async def test_sigterm_hands_claimed_items_back(settings: AppSettings, drive: RunningEmulator,
-                                                spawn_worker: object) -> None:
+async def test_sigterm_hands_claimed_items_back(
+    settings: AppSettings, drive: RunningEmulator, spawn_worker: object
+) -> None:
     emu = drive.emu
     root = emu.add_folder(None, "Slow")
     for i in range(12):
@@ -153,7 +160,8 @@ async def test_sigterm_hands_claimed_items_back(settings: AppSettings, drive: Ru
         row = await control.create_import(pool, redis, parse_link(root))
         for _ in range(600):
             claimed = await pool.fetchval(
-                "SELECT count(*) FROM import_items WHERE import_id = $1 AND status = 'in_progress'", row["id"])
+                "SELECT count(*) FROM import_items WHERE import_id = $1 AND status = 'in_progress'", row["id"]
+            )
             if claimed:
                 break
             await asyncio.sleep(0.05)
@@ -162,7 +170,8 @@ async def test_sigterm_hands_claimed_items_back(settings: AppSettings, drive: Ru
         assert await asyncio.to_thread(proc.wait, 30) is not None
         # Nothing is left waiting for a 300 s lease to run out: every claimed item went back to pending.
         statuses = await pool.fetch(
-            "SELECT status, lease_token, upload_id FROM import_items WHERE import_id = $1", row["id"])
+            "SELECT status, lease_token, upload_id FROM import_items WHERE import_id = $1", row["id"]
+        )
         assert {r["status"] for r in statuses} <= {"pending", "done"}
         assert all(r["lease_token"] is None for r in statuses if r["status"] == "pending")
     finally:

@@ -19,7 +19,6 @@ from fotoowl.logs import setup_logging
 _redacted_url = redacted_url
 
 
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -58,8 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-recursive", action="store_true", help="only the folder itself, not its subfolders")
     p.add_argument("--wait", action="store_true", help="show progress until the import ends")
     p.add_argument("--json", action="store_true", help="print the final summary as one JSON object")
-    p.add_argument("--direct", action="store_true",
-                   help="no server: write to FOTOOWL_DATABASE_URL and FOTOOWL_REDIS_URL directly")
+    p.add_argument(
+        "--direct", action="store_true", help="no server: write to FOTOOWL_DATABASE_URL and FOTOOWL_REDIS_URL directly"
+    )
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("imports", help="list the imports, newest first (from the server at FOTOOWL_URL)")
@@ -94,9 +94,13 @@ def _positive(raw: str) -> int:
 
 # --- serve / worker / migrate ------------------------------------------------------------------
 
+
 def _require_services(settings: AppSettings) -> None:
-    missing = [name for name, value in (("FOTOOWL_DATABASE_URL", settings.database_url),
-                                         ("FOTOOWL_REDIS_URL", settings.redis_url)) if not value]
+    missing = [
+        name
+        for name, value in (("FOTOOWL_DATABASE_URL", settings.database_url), ("FOTOOWL_REDIS_URL", settings.redis_url))
+        if not value
+    ]
     if missing:
         raise SystemExit(f"fotoowl: {' and '.join(missing)} must be set (or use `fotoowl dev`)")
 
@@ -105,12 +109,19 @@ def cmd_serve(settings: AppSettings, args: argparse.Namespace) -> int:
     from fotoowl.web.app import create_app
 
     _require_services(settings)
-    settings = settings.replace(host=args.host or settings.host, port=args.port or settings.port,
-                                embedded_workers=settings.embedded_workers and not args.no_worker)
+    settings = settings.replace(
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        embedded_workers=settings.embedded_workers and not args.no_worker,
+    )
     app = create_app(settings)
-    web.run_app(app, host=settings.host, port=settings.port, access_log=None,
-                print=lambda _: print(f"fotoowl serving on http://{settings.host}:{settings.port}/",
-                                      flush=True))
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=lambda _: print(f"fotoowl serving on http://{settings.host}:{settings.port}/", flush=True),
+    )
     return EXIT_OK
 
 
@@ -133,6 +144,7 @@ def cmd_migrate(settings: AppSettings, args: argparse.Namespace) -> int:
 
 # --- dev: the embedded stack -------------------------------------------------------------------
 
+
 def cmd_dev(settings: AppSettings, args: argparse.Namespace) -> int:
     from fotoowl import embedded
     from fotoowl.demo import demo_sources, drive_demo, dropbox_demo, with_demo_credentials
@@ -149,8 +161,11 @@ def cmd_dev(settings: AppSettings, args: argparse.Namespace) -> int:
     key_id, secret = settings.aws_access_key_id, settings.aws_secret_access_key.get()
     if settings.storage == "s3" and not settings.s3_endpoint_url:
         key_id, secret = embedded.s3_credentials(data_dir)
-        starters.append(lambda: embedded.start_seaweedfs(data_dir / "seaweedfs", bucket=settings.s3_bucket,
-                                                         access_key_id=key_id, secret_access_key=secret))
+        starters.append(
+            lambda: embedded.start_seaweedfs(
+                data_dir / "seaweedfs", bucket=settings.s3_bucket, access_key_id=key_id, secret_access_key=secret
+            )
+        )
     print(f"fotoowl dev: data in {data_dir}", flush=True)
     with embedded.running(*starters) as servers:
         urls = {s.name: s.url for s in servers}
@@ -158,7 +173,8 @@ def cmd_dev(settings: AppSettings, args: argparse.Namespace) -> int:
             database_url=urls.get("postgres", settings.database_url),
             redis_url=urls.get("valkey", settings.redis_url),
             s3_endpoint_url=urls.get("seaweedfs", settings.s3_endpoint_url),
-            aws_access_key_id=key_id, aws_secret_access_key=Secret(secret),
+            aws_access_key_id=key_id,
+            aws_secret_access_key=Secret(secret),
             port=args.port or settings.port,
         )
         for server in servers:
@@ -177,8 +193,11 @@ def cmd_dev(settings: AppSettings, args: argparse.Namespace) -> int:
             print(f"\nfotoowl is running: http://{settings.host}:{settings.port}/", flush=True)
             demo_folders: dict[str, str] = app[DEMO_FOLDERS] if DEMO_FOLDERS in app else {}  # noqa: SIM401
             for label, url in demo_folders.items():
-                print(f"No {label} credentials are configured, so imports use the built-in {label} emulator.\n"
-                      f"  Try its sample folder: {url}", flush=True)
+                print(
+                    f"No {label} credentials are configured, so imports use the built-in {label} emulator.\n"
+                    f"  Try its sample folder: {url}",
+                    flush=True,
+                )
             print("Press Ctrl-C to stop.", flush=True)
 
         app.on_startup.append(announce)

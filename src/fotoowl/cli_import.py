@@ -78,6 +78,7 @@ def uses_api(settings: AppSettings, args: argparse.Namespace) -> bool:
 
 # --- the commands -------------------------------------------------------------------------------
 
+
 def cmd_import(settings: AppSettings, args: argparse.Namespace) -> int:
     if not uses_api(settings, args):
         return _direct_import(settings, args)
@@ -100,8 +101,12 @@ def _with_api(settings: AppSettings, args: argparse.Namespace, action: Action, *
     try:
         api = FotoowlClient(base, settings.api_token.get())
     except ValueError:
-        return _fail(args, EXIT_BAD_INPUT, "invalid_setting",
-                     f"FOTOOWL_URL must be a URL starting with http:// or https://, not {redacted_url(base)!r}")
+        return _fail(
+            args,
+            EXIT_BAD_INPUT,
+            "invalid_setting",
+            f"FOTOOWL_URL must be a URL starting with http:// or https://, not {redacted_url(base)!r}",
+        )
     shown = redacted_url(api.base_url)
 
     async def run() -> int:
@@ -110,9 +115,13 @@ def _with_api(settings: AppSettings, args: argparse.Namespace, action: Action, *
                 return await action(api, args)
             except ServiceUnreachable as exc:
                 hint = ", or use `fotoowl import --direct`" if direct_hint else ""
-                return _fail(args, EXIT_UNAVAILABLE, "server_unavailable",
-                             f"cannot reach the fotoowl server at {shown} (FOTOOWL_URL): {exc.reason}. "
-                             f"Start it with `make run` or `fotoowl serve`, or set FOTOOWL_URL to where it runs{hint}.")
+                return _fail(
+                    args,
+                    EXIT_UNAVAILABLE,
+                    "server_unavailable",
+                    f"cannot reach the fotoowl server at {shown} (FOTOOWL_URL): {exc.reason}. "
+                    f"Start it with `make run` or `fotoowl serve`, or set FOTOOWL_URL to where it runs{hint}.",
+                )
             except ApiFailure as exc:
                 return _fail(args, *_explain(exc, shown, bool(settings.api_token)))
 
@@ -130,8 +139,11 @@ def _with_api(settings: AppSettings, args: argparse.Namespace, action: Action, *
 def _explain(exc: ApiFailure, shown: str, token_set: bool) -> tuple[int, str, str]:
     """The exit code, error code and one-line message for an error answer."""
     if exc.status == 401:
-        advice = ("FOTOOWL_API_TOKEN is not the server's token" if token_set
-                  else "set FOTOOWL_API_TOKEN to the server's token")
+        advice = (
+            "FOTOOWL_API_TOKEN is not the server's token"
+            if token_set
+            else "set FOTOOWL_API_TOKEN to the server's token"
+        )
         return EXIT_BAD_INPUT, exc.code, f"{shown} refused the request (401 {exc.code}): {advice}. {exc.message}"
     if exc.status in _GATEWAY_STATUSES:
         return EXIT_UNAVAILABLE, exc.code, f"{shown} is not available: {exc.message} ({exc.status} {exc.code})"
@@ -151,15 +163,22 @@ async def _api_import(api: FotoowlClient, args: argparse.Namespace) -> int:
         _print_queued(await api.get_import(import_id), args, page)
         return EXIT_OK
     try:
-        info = await watch(lambda: api.get_import(import_id), show_progress=_progress_wanted(args),
-                           watching=f"import {import_id} goes on: {page}")
+        info = await watch(
+            lambda: api.get_import(import_id),
+            show_progress=_progress_wanted(args),
+            watching=f"import {import_id} goes on: {page}",
+        )
     except (ServiceUnreachable, ApiFailure) as exc:
         if isinstance(exc, ApiFailure) and exc.status not in _GATEWAY_STATUSES:
             raise
         reason = exc.reason if isinstance(exc, ServiceUnreachable) else f"{exc.status} {exc.code}"
-        return _fail(args, EXIT_UNAVAILABLE, "server_unavailable",
-                     f"lost the fotoowl server at {redacted_url(api.base_url)} while waiting ({reason}); "
-                     f"import {import_id} goes on there: `fotoowl imports` shows how it ends")
+        return _fail(
+            args,
+            EXIT_UNAVAILABLE,
+            "server_unavailable",
+            f"lost the fotoowl server at {redacted_url(api.base_url)} while waiting ({reason}); "
+            f"import {import_id} goes on there: `fotoowl imports` shows how it ends",
+        )
     return _finish(info, args, failures=f"{redacted_url(api.base_url)}{info.urls.failures}")
 
 
@@ -171,10 +190,23 @@ async def _list_imports(api: FotoowlClient, args: argparse.Namespace) -> int:
     elif not items:
         print("no imports yet", file=sys.stderr)
     else:
-        _print_table(["ID", "STATUS", "FOLDER", "FOUND", "IMPORTED", "SKIPPED", "FAILED", "CREATED (UTC)"], [
-            [str(i.id), i.status, i.folder_name or i.folder_id, str(i.counts.found), str(i.counts.imported),
-             str(i.counts.skipped), str(i.counts.failed), _minute(i.created_at)] for i in items
-        ], right={0, 3, 4, 5, 6})
+        _print_table(
+            ["ID", "STATUS", "FOLDER", "FOUND", "IMPORTED", "SKIPPED", "FAILED", "CREATED (UTC)"],
+            [
+                [
+                    str(i.id),
+                    i.status,
+                    i.folder_name or i.folder_id,
+                    str(i.counts.found),
+                    str(i.counts.imported),
+                    str(i.counts.skipped),
+                    str(i.counts.failed),
+                    _minute(i.created_at),
+                ]
+                for i in items
+            ],
+            right={0, 3, 4, 5, 6},
+        )
     return EXIT_OK
 
 
@@ -196,11 +228,20 @@ async def _list_images(api: FotoowlClient, args: argparse.Namespace) -> int:
 
 # --- waiting and reporting, shared with --direct ----------------------------------------------------
 
+
 async def watch(fetch: Callable[[], Awaitable[Import]], *, show_progress: bool, watching: str) -> Import:
     """Poll until the import finishes, drawing a progress bar on a terminal's stderr."""
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[files]}"),
-                        DownloadColumn(), TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[eta]}"),
-                        console=Console(stderr=True), disable=not show_progress, transient=True)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[files]}"),
+        DownloadColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[eta]}"),
+        console=Console(stderr=True),
+        disable=not show_progress,
+        transient=True,
+    )
     failing_since: float | None = None
     try:
         with progress:
@@ -217,11 +258,15 @@ async def watch(fetch: Callable[[], Awaitable[Import]], *, show_progress: bool, 
                     continue
                 failing_since = None
                 c = info.counts
-                progress.update(task, description=info.status, total=info.bytes.found or None,
-                                completed=info.bytes.imported,
-                                files=f"{c.imported + c.skipped + c.failed}/{c.found} files",
-                                rate=f"{info.rate.files_per_s or 0:.1f} img/s",
-                                eta=f"{info.eta_s:.0f} s left" if info.eta_s is not None else "")
+                progress.update(
+                    task,
+                    description=info.status,
+                    total=info.bytes.found or None,
+                    completed=info.bytes.imported,
+                    files=f"{c.imported + c.skipped + c.failed}/{c.found} files",
+                    rate=f"{info.rate.files_per_s or 0:.1f} img/s",
+                    eta=f"{info.eta_s:.0f} s left" if info.eta_s is not None else "",
+                )
                 if info.status in FINISHED:
                     return info
                 await asyncio.sleep(POLL_S)
@@ -244,8 +289,10 @@ def _finish(info: Import, args: argparse.Namespace, *, failures: str) -> int:
         print(json.dumps(info.body()))
     else:
         c = info.counts
-        print(f"import {info.id}: {info.status} - {c.imported} imported, {c.skipped} skipped, "
-              f"{c.failed} failed of {c.found} found; {info.bytes.imported:,} bytes")
+        print(
+            f"import {info.id}: {info.status} - {c.imported} imported, {c.skipped} skipped, "
+            f"{c.failed} failed of {c.found} found; {info.bytes.imported:,} bytes"
+        )
         if info.error:
             print(f"error: {info.error.message or info.error.code}", file=sys.stderr)
         if c.failed:
@@ -284,6 +331,7 @@ def _minute(moment: datetime) -> str:
 
 # --- --direct: PostgreSQL and Redis, no server ------------------------------------------------------
 
+
 def _direct_import(settings: AppSettings, args: argparse.Namespace) -> int:
     from fotoowl.sources.base import InvalidLink
     from fotoowl.sources.links import parse_link
@@ -294,14 +342,25 @@ def _direct_import(settings: AppSettings, args: argparse.Namespace) -> int:
         return _fail(args, EXIT_BAD_INPUT, "invalid_folder_url", str(exc))
     no_drive_key = not settings.google_api_key and settings.drive_api_url == DEFAULT_DRIVE_API_URL
     if link.source == "google_drive" and no_drive_key:
-        return _fail(args, EXIT_BAD_INPUT, "no_api_key",
-                     "No Google API key: set FOTOOWL_GOOGLE_API_KEY (see the README for how to get one).")
-    missing = [name for name, value in (("FOTOOWL_DATABASE_URL", settings.database_url),
-                                         ("FOTOOWL_REDIS_URL", settings.redis_url)) if not value]
+        return _fail(
+            args,
+            EXIT_BAD_INPUT,
+            "no_api_key",
+            "No Google API key: set FOTOOWL_GOOGLE_API_KEY (see the README for how to get one).",
+        )
+    missing = [
+        name
+        for name, value in (("FOTOOWL_DATABASE_URL", settings.database_url), ("FOTOOWL_REDIS_URL", settings.redis_url))
+        if not value
+    ]
     if missing:
-        return _fail(args, EXIT_BAD_INPUT, "missing_setting",
-                     f"`fotoowl import --direct` needs {' and '.join(missing)}; without --direct it asks the "
-                     "server at FOTOOWL_URL instead")
+        return _fail(
+            args,
+            EXIT_BAD_INPUT,
+            "missing_setting",
+            f"`fotoowl import --direct` needs {' and '.join(missing)}; without --direct it asks the "
+            "server at FOTOOWL_URL instead",
+        )
     try:
         return asyncio.run(_direct(settings, args, link))
     except _Unavailable as exc:
@@ -362,8 +421,9 @@ async def _direct(settings: AppSettings, args: argparse.Namespace, link: FolderL
         async def fetch() -> Import:
             return Import.from_row(await pool.fetchrow("SELECT * FROM imports WHERE id = $1", import_id))
 
-        info = await watch(fetch, show_progress=_progress_wanted(args),
-                           watching=f"import {import_id} goes on in the workers")
+        info = await watch(
+            fetch, show_progress=_progress_wanted(args), watching=f"import {import_id} goes on in the workers"
+        )
     finally:
         await redis.aclose()
         await pool.close()

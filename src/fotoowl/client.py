@@ -50,6 +50,7 @@ class ServiceUnreachable(Exception):
 
 # --- what the API answers: the server's own models (fotoowl.models) -----------------------------
 
+
 @dataclass(frozen=True)
 class ImageFilters:
     """GET /images filters; None leaves one out."""
@@ -66,6 +67,7 @@ class ImageFilters:
 
 # --- the client ---------------------------------------------------------------------------------
 
+
 class FotoowlClient:
     """One server's API. Use as `async with FotoowlClient(url, token) as api:`.
 
@@ -73,8 +75,9 @@ class FotoowlClient:
     starts protecting reads keeps working with this client.
     """
 
-    def __init__(self, base_url: str, token: str = "", *, timeout_s: float = 30.0,
-                 connect_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str, token: str = "", *, timeout_s: float = 30.0, connect_timeout_s: float = 10.0
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http:// or https:// URL: {base_url!r}")
@@ -100,8 +103,9 @@ class FotoowlClient:
 
     # --- the operations ---
 
-    async def start_import(self, folder_url: str, recursive: bool = True,
-                           password: str | None = None) -> ImportAccepted:
+    async def start_import(
+        self, folder_url: str, recursive: bool = True, password: str | None = None
+    ) -> ImportAccepted:
         """Any source's link: the server recognises which (Google Drive, Dropbox)."""
         payload: dict[str, object] = {"folder_url": folder_url, "recursive": recursive}
         if password is not None:
@@ -116,8 +120,9 @@ class FotoowlClient:
         params = _page_params(limit, cursor)
         return self._parse(ImportList, await self._request("GET", "/imports", params=params))
 
-    async def list_images(self, filters: ImageFilters | None = None, limit: int | None = None,
-                          cursor: str | None = None) -> ImageList:
+    async def list_images(
+        self, filters: ImageFilters | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> ImageList:
         params = {**(filters or ImageFilters()).params(), **_page_params(limit, cursor)}
         return self._parse(ImageList, await self._request("GET", "/images", params=params))
 
@@ -134,8 +139,9 @@ class FotoowlClient:
                 return
             cursor = page.next_cursor
 
-    async def iter_images(self, filters: ImageFilters | None, limit: int, *,
-                          page_size: int = MAX_PAGE) -> AsyncIterator[Image]:
+    async def iter_images(
+        self, filters: ImageFilters | None, limit: int, *, page_size: int = MAX_PAGE
+    ) -> AsyncIterator[Image]:
         """Newest first, up to `limit`, following cursors over as many pages as that takes."""
         cursor: str | None = None
         left = limit
@@ -156,18 +162,28 @@ class FotoowlClient:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "the answer"
-            raise ApiFailure(200, "unexpected_response",
-                             f"{self.base_url} answered, but not as this fotoowl does ({model.__name__}: {where}: "
-                             f"{first['msg']}); is FOTOOWL_URL the fotoowl server, of the same version?") from None
+            raise ApiFailure(
+                200,
+                "unexpected_response",
+                f"{self.base_url} answered, but not as this fotoowl does ({model.__name__}: {where}: "
+                f"{first['msg']}); is FOTOOWL_URL the fotoowl server, of the same version?",
+            ) from None
 
-    async def _request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
-                       json_body: dict[str, Any] | None = None) -> Any:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json_body: dict[str, Any] | None = None,
+    ) -> Any:
         if self._session is None:
             raise RuntimeError("use `async with FotoowlClient(...)`")
         url = self.base_url + path
         try:
-            async with self._session.request(method, url, params=params, json=json_body,
-                                             allow_redirects=method == "GET") as resp:
+            async with self._session.request(
+                method, url, params=params, json=json_body, allow_redirects=method == "GET"
+            ) as resp:
                 raw = await resp.read()
                 status, reason = resp.status, resp.reason or ""
         except aiohttp.ClientConnectorError as exc:
@@ -185,8 +201,11 @@ class FotoowlClient:
             body = None
         if status < 400:
             if body is None:
-                raise ApiFailure(status, "unexpected_response",
-                                 f"{method} {path} answered {status} without JSON; is FOTOOWL_URL the fotoowl server?")
+                raise ApiFailure(
+                    status,
+                    "unexpected_response",
+                    f"{method} {path} answered {status} without JSON; is FOTOOWL_URL the fotoowl server?",
+                )
             return body
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict) and isinstance(error.get("code"), str):
@@ -197,7 +216,7 @@ class FotoowlClient:
 
 
 def _connect_reason(exc: aiohttp.ClientConnectorError) -> str:
-    """"Connection refused" rather than aiohttp's paragraph about the connection key."""
+    """ "Connection refused" rather than aiohttp's paragraph about the connection key."""
     os_error = getattr(exc, "os_error", None)
     if isinstance(os_error, OSError) and not isinstance(os_error, socket.gaierror) and os_error.errno:
         return os.strerror(os_error.errno)

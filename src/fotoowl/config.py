@@ -167,9 +167,20 @@ class AppSettings:
         # S3 rejects parts under 5 MiB (except the last); 8 MiB keeps us clear of the limit.
         if self.part_size_bytes < 5 * 1024 * 1024:
             raise ConfigError(f"{PREFIX}PART_SIZE_BYTES must be at least 5 MiB (5242880)")
-        for name in ("files_in_flight", "chunk_size_bytes", "batch_size", "lease_s", "max_attempts",
-                     "max_list_attempts", "drive_max_tries", "drive_burst", "job_timeout_s", "db_pool_size",
-                     "thumbnail_threads", "transfer_memory_bytes"):
+        for name in (
+            "files_in_flight",
+            "chunk_size_bytes",
+            "batch_size",
+            "lease_s",
+            "max_attempts",
+            "max_list_attempts",
+            "drive_max_tries",
+            "drive_burst",
+            "job_timeout_s",
+            "db_pool_size",
+            "thumbnail_threads",
+            "transfer_memory_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
         if self.retry_backoff_s < 0:

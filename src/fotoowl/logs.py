@@ -47,8 +47,9 @@ class TextFormatter(logging.Formatter):
 def setup_logging(settings: AppSettings) -> None:
     use_json = settings.log_format == "json" or (settings.log_format == "auto" and not sys.stderr.isatty())
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if use_json else
-                         TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.setFormatter(
+        JsonFormatter() if use_json else TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

@@ -18,9 +18,11 @@ from fotoowl.statuses import ACTIVE, ImportStatus
 MAX_URL_CHARS = 2000
 
 # "2026-05-01T10:00:00Z": UTC with a Z, as every answer has always written times.
-Time = Annotated[datetime, PlainSerializer(lambda t: t.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-                                           return_type=str),
-                 WithJsonSchema({"type": "string", "format": "date-time"}, mode="serialization")]
+Time = Annotated[
+    datetime,
+    PlainSerializer(lambda t: t.astimezone(UTC).isoformat().replace("+00:00", "Z"), return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}, mode="serialization"),
+]
 Count = Annotated[int, Field(ge=0)]
 SourceName = Literal["google_drive", "dropbox"]
 Id = Annotated[int, Field(ge=1)]
@@ -38,6 +40,7 @@ class Answer(BaseModel):
 
 # --- errors ---------------------------------------------------------------------------------------
 
+
 class ErrorDetail(Answer):
     code: str
     message: str | None
@@ -51,16 +54,20 @@ class Error(Answer):
 
 # --- imports --------------------------------------------------------------------------------------
 
+
 class ImportRequest(BaseModel):
     """The body of POST /imports, /import/google-drive and /import/dropbox."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    folder_url: str = Field(max_length=MAX_URL_CHARS,
-                            description="A link to a shared folder: Google Drive (or a Drive folder id) or Dropbox.")
+    folder_url: str = Field(
+        max_length=MAX_URL_CHARS,
+        description="A link to a shared folder: Google Drive (or a Drive folder id) or Dropbox.",
+    )
     recursive: bool = Field(default=True, description="Also import the images of every subfolder.")
-    password: str | None = Field(default=None, max_length=500,
-                                 description="The password of a password-protected Dropbox link.")
+    password: str | None = Field(
+        default=None, max_length=500, description="The password of a password-protected Dropbox link."
+    )
 
 
 class ImportAccepted(Answer):
@@ -114,8 +121,9 @@ class Import(Answer):
     recursive: bool
     reader: Literal["api", "public_page"] | None = Field(
         description="How a Drive folder is read: `api` (with a key: sizes and MD5s listed by Drive and checked) "
-                    "or `public_page` (no key: sizes and MD5s computed from the bytes, not checked against "
-                    "Drive); null for other sources.")
+        "or `public_page` (no key: sizes and MD5s computed from the bytes, not checked against "
+        "Drive); null for other sources."
+    )
     status: ImportStatus = Field(description="queued, listing and running are active; the others are final.")
     counts: Counts
     bytes: ByteCounts
@@ -129,8 +137,12 @@ class Import(Answer):
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], *, now: datetime | None = None) -> Import:
-        found, imported, skipped, failed = (row["found_count"], row["imported_count"], row["skipped_count"],
-                                            row["failed_count"])
+        found, imported, skipped, failed = (
+            row["found_count"],
+            row["imported_count"],
+            row["skipped_count"],
+            row["failed_count"],
+        )
         pending = max(0, found - imported - skipped - failed)
         files_per_s: float | None = None
         bytes_per_s = eta_s = None
@@ -144,15 +156,28 @@ class Import(Answer):
                 eta_s = round(pending / files_per_s, 1)
         import_id = row["id"]
         return cls(
-            id=import_id, source=row["source"], folder_id=row["folder_id"], folder_url=row["folder_url"],
-            folder_name=row["folder_name"], recursive=row["recursive"], reader=row["reader"], status=row["status"],
+            id=import_id,
+            source=row["source"],
+            folder_id=row["folder_id"],
+            folder_url=row["folder_url"],
+            folder_name=row["folder_name"],
+            recursive=row["recursive"],
+            reader=row["reader"],
+            status=row["status"],
             counts=Counts(found=found, imported=imported, skipped=skipped, failed=failed, pending=pending),
             bytes=ByteCounts(found=row["bytes_found"], imported=row["bytes_imported"]),
-            rate=Rate(files_per_s=files_per_s, bytes_per_s=bytes_per_s), eta_s=eta_s,
+            rate=Rate(files_per_s=files_per_s, bytes_per_s=bytes_per_s),
+            eta_s=eta_s,
             error=ImportProblem(code=row["error_code"], message=row["error_message"]) if row["error_code"] else None,
-            created_at=row["created_at"], started_at=row["started_at"], finished_at=row["finished_at"],
-            urls=ImportUrls(self=f"/imports/{import_id}", failures=f"/imports/{import_id}/failures",
-                            images=f"/images?import_id={import_id}", page=f"/ui/imports/{import_id}"),
+            created_at=row["created_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            urls=ImportUrls(
+                self=f"/imports/{import_id}",
+                failures=f"/imports/{import_id}/failures",
+                images=f"/images?import_id={import_id}",
+                page=f"/ui/imports/{import_id}",
+            ),
         )
 
 
@@ -178,10 +203,16 @@ class Failure(Answer):
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Failure:
-        return cls(file_id=row["file_id"], name=row["name"], folder_path=row["folder_path"],
-                   mime_type=row["mime_type"], size=row["size_bytes"], attempts=row["attempts"],
-                   error=FailureError(code=row["error_code"], message=row["error_message"]),
-                   failed_at=row["updated_at"])
+        return cls(
+            file_id=row["file_id"],
+            name=row["name"],
+            folder_path=row["folder_path"],
+            mime_type=row["mime_type"],
+            size=row["size_bytes"],
+            attempts=row["attempts"],
+            error=FailureError(code=row["error_code"], message=row["error_message"]),
+            failed_at=row["updated_at"],
+        )
 
 
 class FailureList(Answer):
@@ -202,6 +233,7 @@ class CancelAccepted(Answer):
 
 # --- images ---------------------------------------------------------------------------------------
 
+
 class Camera(Answer):
     make: str | None
     model: str | None
@@ -218,8 +250,9 @@ class Image(Answer):
     storage_path: str = Field(description="Where the original is, e.g. s3://bucket/key.")
     md5: str | None = Field(description="MD5 of the stored bytes.")
     checksum: str | None = Field(description="The checksum the source lists for the file, verified on copy.")
-    checksum_kind: str | None = Field(description="How `checksum` is computed: `md5` (Drive) or "
-                                                  "`dropbox_content_hash` (Dropbox).")
+    checksum_kind: str | None = Field(
+        description="How `checksum` is computed: `md5` (Drive) or `dropbox_content_hash` (Dropbox)."
+    )
     width: int | None = Field(ge=0)
     height: int | None = Field(ge=0)
     taken_time: str | None = Field(description="As the camera wrote it (EXIF DateTimeOriginal).")
@@ -236,14 +269,27 @@ class Image(Answer):
     def from_row(cls, row: Mapping[str, Any]) -> Image:
         image_id = row["id"]
         return cls(
-            id=image_id, name=row["name"], source=row["source"], source_id=row["source_id"],
-            google_drive_id=row["google_drive_id"], size=row["size"], mime_type=row["mime_type"],
-            storage_path=row["storage_path"], md5=row["md5"], checksum=row["checksum"],
+            id=image_id,
+            name=row["name"],
+            source=row["source"],
+            source_id=row["source_id"],
+            google_drive_id=row["google_drive_id"],
+            size=row["size"],
+            mime_type=row["mime_type"],
+            storage_path=row["storage_path"],
+            md5=row["md5"],
+            checksum=row["checksum"],
             checksum_kind=row["checksum_kind"],
-            width=row["width"], height=row["height"], taken_time=row["taken_time"],
-            camera=Camera(make=row["camera_make"], model=row["camera_model"]), folder_path=row["folder_path"],
-            import_id=row["import_id"], imported_at=row["imported_at"], drive_created_at=row["drive_created_at"],
-            drive_modified_at=row["drive_modified_at"], url=f"/images/{image_id}/content",
+            width=row["width"],
+            height=row["height"],
+            taken_time=row["taken_time"],
+            camera=Camera(make=row["camera_make"], model=row["camera_model"]),
+            folder_path=row["folder_path"],
+            import_id=row["import_id"],
+            imported_at=row["imported_at"],
+            drive_created_at=row["drive_created_at"],
+            drive_modified_at=row["drive_modified_at"],
+            url=f"/images/{image_id}/content",
             thumbnail_url=f"/images/{image_id}/thumbnail" if row["thumbnail_key"] else None,
         )
 
@@ -254,6 +300,7 @@ class ImageList(Answer):
 
 
 # --- operations -----------------------------------------------------------------------------------
+
 
 class Health(Answer):
     status: Literal["ok"]
@@ -294,6 +341,20 @@ class NotReady(Answer):
 
 # Every model the OpenAPI document describes, by the name it has there.
 SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
-    Error, ErrorDetail, ImportRequest, ImportAccepted, Import, ImportList, Failure, FailureList, RetryAccepted,
-    CancelAccepted, Image, ImageList, Health, Checks, Ready, NotReady,
+    Error,
+    ErrorDetail,
+    ImportRequest,
+    ImportAccepted,
+    Import,
+    ImportList,
+    Failure,
+    FailureList,
+    RetryAccepted,
+    CancelAccepted,
+    Image,
+    ImageList,
+    Health,
+    Checks,
+    Ready,
+    NotReady,
 )

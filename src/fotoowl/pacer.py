@@ -92,8 +92,9 @@ class LocalPacer:
         now_s = self._clock()
         elapsed_s = max(0.0, now_s - self._updated_s)
         rule = self.rule
-        self._rate_per_s = min(rule.max_rate_per_s,
-                               self._rate_per_s + elapsed_s * rule.max_rate_per_s / rule.recovery_s)
+        self._rate_per_s = min(
+            rule.max_rate_per_s, self._rate_per_s + elapsed_s * rule.max_rate_per_s / rule.recovery_s
+        )
         self._tokens = min(self.burst, self._tokens + elapsed_s * self._rate_per_s)
         self._updated_s = now_s
         return now_s
@@ -164,17 +165,24 @@ local idle_s = (burst - tokens) / rate + (max_rate - rate) * recovery_s / max_ra
 redis.call('PEXPIRE', KEYS[1], math.ceil(idle_s * 1000) + 1000)
 """
 
-_RESERVE_SCRIPT = _SETTLE + """
+_RESERVE_SCRIPT = (
+    _SETTLE
+    + """
 tokens = tokens - 1
 local wait_us = 0
 if tokens < 0 then
   wait_us = math.ceil(-tokens * 1000000 / rate)
 end
-""" + _SAVE + """
+"""
+    + _SAVE
+    + """
 return wait_us
 """
+)
 
-_CUT_SCRIPT = _SETTLE + """
+_CUT_SCRIPT = (
+    _SETTLE
+    + """
 local cut_interval_us = tonumber(ARGV[5])
 if now_us - cut_us >= cut_interval_us then
   rate = math.max(floor_rate, rate / 2)
@@ -182,9 +190,12 @@ if now_us - cut_us >= cut_interval_us then
   tokens = math.min(tokens, burst)
   cut_us = now_us
 end
-""" + _SAVE + """
+"""
+    + _SAVE
+    + """
 return string.format('%.6f', rate)
 """
+)
 
 
 class RedisPacer:
@@ -220,16 +231,16 @@ class RedisPacer:
 
     def _redis_failed(self, exc: BaseException) -> None:
         if self.shared:
-            log.warning("the shared Drive pacer is unreachable (%s); pacing this process on its own for now",
-                        type(exc).__name__)
+            log.warning(
+                "the shared Drive pacer is unreachable (%s); pacing this process on its own for now", type(exc).__name__
+            )
         self._redis_retry_at_s = time.monotonic() + REDIS_RETRY_AFTER_S
 
     async def reserve(self) -> float:
         """Take one token now and return how long the caller must wait before using it."""
         if self.shared:
             try:
-                wait_us = await asyncio.wait_for(self._reserve(keys=[self.key], args=self._args()),
-                                                 REDIS_TIMEOUT_S)
+                wait_us = await asyncio.wait_for(self._reserve(keys=[self.key], args=self._args()), REDIS_TIMEOUT_S)
                 return int(wait_us) / 1_000_000
             except (RedisError, OSError, TimeoutError) as exc:
                 self._redis_failed(exc)

@@ -31,6 +31,8 @@ T = TypeVar("T")
 # How often a waiting process looks again; doubling from the first to the last.
 FIRST_WAIT_S = 0.5
 LONGEST_WAIT_S = 5.0
+# No single statement of the pipeline comes near this; a try that takes longer met a dead connection.
+DB_OPERATION_TIMEOUT_S = 90.0
 _LOG_EVERY_S = 10.0
 
 _DB_OUTAGES: tuple[type[BaseException], ...] = (
@@ -99,11 +101,17 @@ async def wait_for_database(pool: asyncpg.Pool) -> None:
         delay_s = min(LONGEST_WAIT_S, delay_s * 2)
 
 
-async def with_database(pool: asyncpg.Pool, op: Callable[[], Awaitable[T]]) -> T:
-    """Run an idempotent database operation, waiting out any outage and running it again."""
+async def with_database(
+    pool: asyncpg.Pool, op: Callable[[], Awaitable[T]], *, timeout_s: float = DB_OPERATION_TIMEOUT_S
+) -> T:
+    """Run an idempotent database operation, waiting out any outage and running it again.
+
+    Each try is bounded: a connection to a server that died without closing it (a SIGKILLed
+    postmaster leaves its backends behind for a while) can hang a COPY or a commit, and a batch stuck
+    there would keep renewing its items' leases forever."""
     while True:
         try:
-            return await op()
+            return await asyncio.wait_for(op(), timeout_s)
         except Exception as exc:
             if not is_db_outage(exc):
                 raise

@@ -32,12 +32,16 @@ def folder(name: str) -> Path:
     shipped = files("fotoowl").joinpath(name)
     if shipped.is_dir():
         if not isinstance(shipped, Path):
-            raise FileNotFoundError(f"the {name}/ folder of fotoowl is not on disk ({shipped!r}); "
-                                    "install the wheel into a directory, not a zip")
+            raise FileNotFoundError(
+                f"the {name}/ folder of fotoowl is not on disk ({shipped!r}); "
+                "install the wheel into a directory, not a zip"
+            )
         return shipped
     # Only a source checkout (recognised by its pyproject.toml), never a folder that happens to sit
     # two levels above an installed package.
     if (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / name).is_dir():
         return _CHECKOUT / name
-    raise FileNotFoundError(f"the {name}/ folder is missing: it is neither inside the installed fotoowl "
-                            f"package nor at the top of a source checkout ({_CHECKOUT})")
+    raise FileNotFoundError(
+        f"the {name}/ folder is missing: it is neither inside the installed fotoowl "
+        f"package nor at the top of a source checkout ({_CHECKOUT})"
+    )

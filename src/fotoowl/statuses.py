@@ -29,4 +29,5 @@ ACTIVE: frozenset[ImportStatus] = frozenset({ImportStatus.QUEUED, ImportStatus.L
 FINISHED: frozenset[ImportStatus] = frozenset(set(ImportStatus) - ACTIVE)
 # Imports whose failed files can be queued again.
 RETRYABLE: frozenset[ImportStatus] = frozenset(
-    {ImportStatus.LISTING, ImportStatus.RUNNING, ImportStatus.COMPLETED_WITH_ERRORS})
+    {ImportStatus.LISTING, ImportStatus.RUNNING, ImportStatus.COMPLETED_WITH_ERRORS}
+)

@@ -117,8 +117,7 @@ class Storage(ABC):
     async def open_uploads(self, prefix: str = "") -> list[OpenUpload]: ...
 
     @abstractmethod
-    async def presigned_url(self, key: str, *, expires_s: int, content_type: str,
-                            disposition: str) -> str | None: ...
+    async def presigned_url(self, key: str, *, expires_s: int, content_type: str, disposition: str) -> str | None: ...
 
     @abstractmethod
     def list_keys(self, prefix: str = "") -> AsyncIterator[str]: ...
@@ -138,8 +137,9 @@ class Storage(ABC):
 
 
 class S3Storage(Storage):
-    def __init__(self, client: Any, *, bucket: str, part_size_bytes: int = 8 * 1024 * 1024,
-                 probe_client: Any = None) -> None:
+    def __init__(
+        self, client: Any, *, bucket: str, part_size_bytes: int = 8 * 1024 * 1024, probe_client: Any = None
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.part_size_bytes = part_size_bytes
@@ -170,22 +170,39 @@ class S3Storage(Storage):
             if verify is not None:
                 verify()
             await self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=first, ContentType=content_type,
+                Bucket=self.bucket,
+                Key=key,
+                Body=first,
+                ContentType=content_type,
                 ContentMD5=base64.b64encode(md5.digest()).decode(),
             )
-            return StoredObject(key, len(first), md5.hexdigest(), self.location(key), multipart=False,
-                                body=first)
-        return await self._multipart(key, stream, first, leftover, part_size, content_type=content_type,
-                                     expected_md5=expected_md5, on_multipart_start=on_multipart_start,
-                                     verify=verify)
+            return StoredObject(key, len(first), md5.hexdigest(), self.location(key), multipart=False, body=first)
+        return await self._multipart(
+            key,
+            stream,
+            first,
+            leftover,
+            part_size,
+            content_type=content_type,
+            expected_md5=expected_md5,
+            on_multipart_start=on_multipart_start,
+            verify=verify,
+        )
 
     async def _multipart(
-        self, key: str, stream: AsyncIterator[bytes], part: bytes, leftover: bytes, part_size: int, *,
-        content_type: str, expected_md5: str | None, on_multipart_start: OnMultipartStart | None,
+        self,
+        key: str,
+        stream: AsyncIterator[bytes],
+        part: bytes,
+        leftover: bytes,
+        part_size: int,
+        *,
+        content_type: str,
+        expected_md5: str | None,
+        on_multipart_start: OnMultipartStart | None,
         verify: Verify | None,
     ) -> StoredObject:
-        created = await self.client.create_multipart_upload(Bucket=self.bucket, Key=key,
-                                                            ContentType=content_type)
+        created = await self.client.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=content_type)
         upload_id: str = created["UploadId"]
         try:
             if on_multipart_start is not None:
@@ -199,7 +216,11 @@ class S3Storage(Storage):
                 await _update(whole_md5, part)
                 part_md5 = (await _md5(part)).digest()
                 answer = await self.client.upload_part(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=len(parts) + 1, Body=part,
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=len(parts) + 1,
+                    Body=part,
                     ContentMD5=base64.b64encode(part_md5).decode(),
                 )
                 parts.append({"PartNumber": len(parts) + 1, "ETag": answer["ETag"]})
@@ -209,7 +230,10 @@ class S3Storage(Storage):
             if verify is not None:
                 verify()
             await self.client.complete_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts},
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
             )
         except BaseException:
             # Cancellation included: the abort must run even while this task is being cancelled.
@@ -220,7 +244,10 @@ class S3Storage(Storage):
     async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> StoredObject:
         md5 = hashlib.md5(data)
         await self.client.put_object(
-            Bucket=self.bucket, Key=key, Body=data, ContentType=content_type,
+            Bucket=self.bucket,
+            Key=key,
+            Body=data,
+            ContentType=content_type,
             ContentMD5=base64.b64encode(md5.digest()).decode(),
         )
         return StoredObject(key, len(data), md5.hexdigest(), self.location(key), multipart=False)
@@ -265,8 +292,12 @@ class S3Storage(Storage):
     async def presigned_url(self, key: str, *, expires_s: int, content_type: str, disposition: str) -> str:
         url: str = await self.client.generate_presigned_url(
             "get_object",
-            Params={"Bucket": self.bucket, "Key": key, "ResponseContentType": content_type,
-                    "ResponseContentDisposition": disposition},
+            Params={
+                "Bucket": self.bucket,
+                "Key": key,
+                "ResponseContentType": content_type,
+                "ResponseContentDisposition": disposition,
+            },
             ExpiresIn=expires_s,
         )
         return url
@@ -282,8 +313,13 @@ class S3Storage(Storage):
 
     async def probe_write(self, key: str) -> None:
         data = b"ok"
-        await self.probe_client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType="text/plain",
-                                           ContentMD5=base64.b64encode(hashlib.md5(data).digest()).decode())
+        await self.probe_client.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=data,
+            ContentType="text/plain",
+            ContentMD5=base64.b64encode(hashlib.md5(data).digest()).decode(),
+        )
 
 
 # hashlib releases the GIL on large buffers: hashing them in a thread keeps the event loop

@@ -35,8 +35,7 @@ async def open_storage(settings: AppSettings) -> AsyncIterator[Storage]:
         session.create_client("s3", config=s3_config(settings.files_in_flight * 2 + 8), **options) as client,
         session.create_client("s3", config=s3_config(2, max_attempts=1, read_timeout_s=10), **options) as probe,
     ):
-        yield S3Storage(client, bucket=settings.s3_bucket, part_size_bytes=settings.part_size_bytes,
-                        probe_client=probe)
+        yield S3Storage(client, bucket=settings.s3_bucket, part_size_bytes=settings.part_size_bytes, probe_client=probe)
 
 
 async def ensure_bucket(settings: AppSettings) -> None:

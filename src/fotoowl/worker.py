@@ -78,21 +78,26 @@ def arq_redis_settings(settings: AppSettings, *, patient: bool = False) -> Redis
 
 
 async def create_arq_pool(settings: AppSettings, *, patient: bool = False) -> ArqRedis:
-    return await create_pool(arq_redis_settings(settings, patient=patient), job_serializer=json_serializer,
-                             job_deserializer=json_deserializer, default_queue_name=QUEUE_NAME)
+    return await create_pool(
+        arq_redis_settings(settings, patient=patient),
+        job_serializer=json_serializer,
+        job_deserializer=json_deserializer,
+        default_queue_name=QUEUE_NAME,
+    )
 
 
 def http_session(settings: AppSettings) -> aiohttp.ClientSession:
     # Sized to the files in flight plus listing and metadata calls.
     connector = aiohttp.TCPConnector(limit=settings.files_in_flight * 2 + 8, ttl_dns_cache=300)
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None,
-                                                                                     sock_connect=30))
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_connect=30))
 
 
-def make_deps(settings: AppSettings, pool: asyncpg.Pool, redis: ArqRedis, storage: Storage,
-              session: aiohttp.ClientSession) -> Deps:
-    return Deps(settings=settings, pool=pool, redis=redis, storage=storage,
-                sources=open_sources(settings, session, redis))
+def make_deps(
+    settings: AppSettings, pool: asyncpg.Pool, redis: ArqRedis, storage: Storage, session: aiohttp.ClientSession
+) -> Deps:
+    return Deps(
+        settings=settings, pool=pool, redis=redis, storage=storage, sources=open_sources(settings, session, redis)
+    )
 
 
 @contextlib.asynccontextmanager
@@ -133,8 +138,9 @@ async def list_import(ctx: dict[str, Any], import_id: int) -> None:
     except Exception as exc:
         error = exc
     if is_db_outage(error) or is_redis_outage(error):
-        log.warning("listing met an outage (%s); it goes on once the service is back", type(error).__name__,
-                    extra=extra)
+        log.warning(
+            "listing met an outage (%s); it goes on once the service is back", type(error).__name__, extra=extra
+        )
         await wait_for_database(deps.pool)
         raise Retry(defer=1.0) from error
     if isinstance(error, SourceError) and not error.transient:
@@ -149,8 +155,11 @@ async def list_import(ctx: dict[str, Any], import_id: int) -> None:
     failures = await listing.record_list_failure(deps.pool, import_id, code, message)
     if failures >= deps.settings.max_list_attempts:
         await control.fail_import(
-            deps.pool, import_id, listing.LISTING_FAILED,
-            f"Listing the folder failed {failures} times; the last error: {message} ({code})")
+            deps.pool,
+            import_id,
+            listing.LISTING_FAILED,
+            f"Listing the folder failed {failures} times; the last error: {message} ({code})",
+        )
         return
     raise Retry(defer=_retry_delay_s(ctx)) from error
 
@@ -174,7 +183,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     if settings.worker_http_port:
         try:
             await stack.enter_async_context(
-                serving(settings.host, settings.worker_http_port, lambda: polling_problem(ctx.get(WORKER))))
+                serving(settings.host, settings.worker_http_port, lambda: polling_problem(ctx.get(WORKER)))
+            )
         except OSError as exc:
             # Another worker on this host has the port: this one works on, unscraped, and says so.
             log.error("worker metrics not served: port %d: %s", settings.worker_http_port, exc)
@@ -188,8 +198,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 FUNCTIONS = [list_import, transfer_import]
-CRON_JOBS = [cron(sweep, second=set(range(0, 60, SWEEP_EVERY_S)), unique=True, run_at_startup=True,
-                  timeout=120)]
+CRON_JOBS = [cron(sweep, second=set(range(0, 60, SWEEP_EVERY_S)), unique=True, run_at_startup=True, timeout=120)]
 
 
 _ENV = AppSettings.from_env()
@@ -233,8 +242,9 @@ class ResilientWorker(Worker):
             self._poll_failures += 1
             delay_s = min(LONGEST_WAIT_S, 0.25 * 2 ** min(self._poll_failures, 10))
             if is_redis_outage(exc) or isinstance(exc, redis.exceptions.WatchError):
-                log.warning("lost Redis while polling for jobs (%s); polling again in %.1f s",
-                            type(exc).__name__, delay_s)
+                log.warning(
+                    "lost Redis while polling for jobs (%s); polling again in %.1f s", type(exc).__name__, delay_s
+                )
             else:
                 log.exception("polling for jobs failed; polling again in %.1f s", delay_s)
             await asyncio.sleep(delay_s)

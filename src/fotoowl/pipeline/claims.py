@@ -110,22 +110,34 @@ WHERE id = $1
 RETURNING (SELECT count(*) FROM written) AS written
 """
 
+
 async def fail_exhausted(deps: Deps, import_id: int) -> int:
     """Fail the items no attempt is left for after their worker vanished; returns how many."""
     rows = await deps.pool.fetch(_FAIL_EXHAUSTED, import_id, deps.settings.max_attempts)
     for row in rows:
         FILES.labels("failed", "worker_lost").inc()
         if row["upload_id"]:
-            await deps.storage.abort_upload(object_key(deps.settings, row["source"], row["file_id"], row["mime_type"]),
-                                            row["upload_id"])
+            await deps.storage.abort_upload(
+                object_key(deps.settings, row["source"], row["file_id"], row["mime_type"]), row["upload_id"]
+            )
     if rows:
-        log.warning("%d items failed: their workers stopped mid-copy too often", len(rows),
-                    extra={"import_id": import_id})
+        log.warning(
+            "%d items failed: their workers stopped mid-copy too often", len(rows), extra={"import_id": import_id}
+        )
     return len(rows)
 
 
-_STAGED_COLUMNS = ("item_id", "lease_token", "storage_key", "storage_path", "thumbnail_key", "md5",
-                   "size_bytes", "width", "height")
+_STAGED_COLUMNS = (
+    "item_id",
+    "lease_token",
+    "storage_key",
+    "storage_path",
+    "thumbnail_key",
+    "md5",
+    "size_bytes",
+    "width",
+    "height",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,14 +158,31 @@ class ClaimedItem:
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> ClaimedItem:
-        return cls(id=row["id"], import_id=row["import_id"], file_id=row["file_id"], resource_key=row["resource_key"],
-                   name=row["name"], mime_type=row["mime_type"], size_bytes=int(row["size_bytes"]),
-                   checksum=row["checksum"], checksum_kind=row["checksum_kind"],
-                   attempts=row["attempts"], upload_id=row["upload_id"])
+        return cls(
+            id=row["id"],
+            import_id=row["import_id"],
+            file_id=row["file_id"],
+            resource_key=row["resource_key"],
+            name=row["name"],
+            mime_type=row["mime_type"],
+            size_bytes=int(row["size_bytes"]),
+            checksum=row["checksum"],
+            checksum_kind=row["checksum_kind"],
+            attempts=row["attempts"],
+            upload_id=row["upload_id"],
+        )
 
 
-async def claim(pool: asyncpg.Pool, import_id: int, token: uuid.UUID, limit: int, *, lease_s: float,
-                max_attempts: int, worker_id: uuid.UUID) -> list[ClaimedItem]:
+async def claim(
+    pool: asyncpg.Pool,
+    import_id: int,
+    token: uuid.UUID,
+    limit: int,
+    *,
+    lease_s: float,
+    max_attempts: int,
+    worker_id: uuid.UUID,
+) -> list[ClaimedItem]:
     """Up to `limit` claimable items under a new lease, or, asked again with the same token (its
     answer was lost to an outage), the items that token already holds."""
     rows = await pool.fetch(CLAIM, import_id, limit, token, lease_s, max_attempts, worker_id)
@@ -188,8 +217,7 @@ class CopyPaused:
     reason: str
 
 
-async def record_done(pool: asyncpg.Pool, import_id: int, lease_token: uuid.UUID,
-                      copied: Sequence[Copied]) -> int:
+async def record_done(pool: asyncpg.Pool, import_id: int, lease_token: uuid.UUID, copied: Sequence[Copied]) -> int:
     """Write image rows with COPY and mark their items done, in one transaction."""
     if not copied:
         return 0
@@ -201,16 +229,35 @@ async def record_done(pool: asyncpg.Pool, import_id: int, lease_token: uuid.UUID
                ) ON COMMIT DROP"""
         )
         await conn.copy_records_to_table(
-            "staged_images", columns=_STAGED_COLUMNS,
-            records=[(c.item_id, lease_token, c.storage_key, c.storage_path, c.thumbnail_key, c.md5,
-                      c.size_bytes, c.width, c.height) for c in copied],
+            "staged_images",
+            columns=_STAGED_COLUMNS,
+            records=[
+                (
+                    c.item_id,
+                    lease_token,
+                    c.storage_key,
+                    c.storage_path,
+                    c.thumbnail_key,
+                    c.md5,
+                    c.size_bytes,
+                    c.width,
+                    c.height,
+                )
+                for c in copied
+            ],
         )
         written: int = await conn.fetchval(_RECORD_DONE, import_id)
     return written
 
 
-async def record_failure(pool: asyncpg.Pool, import_id: int, lease_token: uuid.UUID, failure: CopyFailed,
-                         settings: AppSettings, attempts: int) -> str | None:
+async def record_failure(
+    pool: asyncpg.Pool,
+    import_id: int,
+    lease_token: uuid.UUID,
+    failure: CopyFailed,
+    settings: AppSettings,
+    attempts: int,
+) -> str | None:
     """A transient failure goes back to pending after a backoff until attempts run out."""
     # Exponential with jitter, so files that failed together do not all come back together.
     backoff_s = min(300.0, settings.retry_backoff_s * 2 ** max(0, attempts - 1)) * random.uniform(0.5, 1.5)
@@ -228,7 +275,13 @@ async def record_failure(pool: asyncpg.Pool, import_id: int, lease_token: uuid.U
                   updated_at = now()
            WHERE id = $1
            RETURNING (SELECT status FROM f)""",
-        import_id, failure.item_id, lease_token, failure.transient, max_attempts, backoff_s, failure.code,
+        import_id,
+        failure.item_id,
+        lease_token,
+        failure.transient,
+        max_attempts,
+        backoff_s,
+        failure.code,
         failure.message,
     )
     if status == ItemStatus.FAILED:
@@ -236,8 +289,9 @@ async def record_failure(pool: asyncpg.Pool, import_id: int, lease_token: uuid.U
     return status
 
 
-async def release(pool: asyncpg.Pool, lease_token: uuid.UUID, item_ids: Sequence[int], status: str, *,
-                  attempt_spent: bool = False) -> None:
+async def release(
+    pool: asyncpg.Pool, lease_token: uuid.UUID, item_ids: Sequence[int], status: str, *, attempt_spent: bool = False
+) -> None:
     """Hand items back ('pending') or close them ('cancelled').
 
     A hand-back gives the claim's attempt back unless `attempt_spent`: shutdowns and outages of our
@@ -251,7 +305,8 @@ async def release(pool: asyncpg.Pool, lease_token: uuid.UUID, item_ids: Sequence
                                                     ELSE attempts END,
                   updated_at = now()
            WHERE id = ANY($1::bigint[]) AND lease_token = $2 AND status = 'in_progress'""",
-        list(item_ids), lease_token, status, attempt_spent,
+        list(item_ids),
+        lease_token,
+        status,
+        attempt_spent,
     )
-
-

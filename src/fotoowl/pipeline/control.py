@@ -15,8 +15,10 @@ from fotoowl.statuses import ACTIVE, RETRYABLE
 
 log = logging.getLogger("fotoowl.pipeline.control")
 
-async def create_import(pool: asyncpg.Pool, redis: ArqRedis, link: FolderLink, *, recursive: bool = True,
-                        reader: str | None = None) -> asyncpg.Record:
+
+async def create_import(
+    pool: asyncpg.Pool, redis: ArqRedis, link: FolderLink, *, recursive: bool = True, reader: str | None = None
+) -> asyncpg.Record:
     """`reader`: how a Drive folder is read ("api", "public_page"); None for other sources, and "api"
     for Drive when not given."""
     if link.source == "google_drive" and reader is None:
@@ -24,7 +26,13 @@ async def create_import(pool: asyncpg.Pool, redis: ArqRedis, link: FolderLink, *
     row = await pool.fetchrow(
         """INSERT INTO imports (source, folder_id, folder_url, resource_key, link_password, recursive, reader)
            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
-        link.source, link.folder_id, link.url, link.key, link.password, recursive, reader,
+        link.source,
+        link.folder_id,
+        link.url,
+        link.key,
+        link.password,
+        recursive,
+        reader,
     )
     assert row is not None
     try:
@@ -33,8 +41,7 @@ async def create_import(pool: asyncpg.Pool, redis: ArqRedis, link: FolderLink, *
         if not is_redis_outage(exc):
             raise
         # Recorded all the same: the sweeper queues a queued import whose job is missing.
-        log.warning("could not queue the listing (Redis unavailable); the sweeper will",
-                    extra={"import_id": row["id"]})
+        log.warning("could not queue the listing (Redis unavailable); the sweeper will", extra={"import_id": row["id"]})
     return row
 
 
@@ -94,7 +101,8 @@ async def retry_failed(pool: asyncpg.Pool, redis: ArqRedis, import_id: int, sett
                           status = CASE WHEN status = 'listing' THEN 'listing' ELSE 'running' END,
                           updated_at = now()
                    WHERE id = $1""",
-                import_id, count,
+                import_id,
+                count,
             )
     if count:
         try:
@@ -102,8 +110,9 @@ async def retry_failed(pool: asyncpg.Pool, redis: ArqRedis, import_id: int, sett
         except Exception as exc:
             if not is_redis_outage(exc):
                 raise
-            log.warning("could not queue the retry (Redis unavailable); the sweeper will",
-                        extra={"import_id": import_id})
+            log.warning(
+                "could not queue the retry (Redis unavailable); the sweeper will", extra={"import_id": import_id}
+            )
     return int(count)
 
 
@@ -114,14 +123,13 @@ def lanes(pending: int, settings: AppSettings) -> int:
     return max(1, min(16, -(-pending // claim_items)))
 
 
-
 async def fail_import(pool: asyncpg.Pool, import_id: int, code: str, message: str) -> None:
     await pool.execute(
         """UPDATE imports SET status = 'failed', error_code = $2, error_message = $3,
                   finished_at = now(), updated_at = now()
            WHERE id = $1 AND status IN ('queued', 'listing', 'running')""",
-        import_id, code, message,
+        import_id,
+        code,
+        message,
     )
     log.warning("import failed: %s", message, extra={"import_id": import_id, "code": code})
-
-

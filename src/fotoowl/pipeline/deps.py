@@ -50,13 +50,13 @@ class Deps:
         self.semaphore = asyncio.Semaphore(self.settings.files_in_flight)
         in_flight = self.settings.files_in_flight
         self.claim_room = ClaimRoom(in_flight + in_flight // 4, min_claim_items=max(1, in_flight // 2))
-        self.thumbnail_executor = ThreadPoolExecutor(self.settings.thumbnail_threads,
-                                                     thread_name_prefix="fotoowl-thumbnail")
+        self.thumbnail_executor = ThreadPoolExecutor(
+            self.settings.thumbnail_threads, thread_name_prefix="fotoowl-thumbnail"
+        )
         self.transfer_memory = ByteBudget(self.settings.transfer_memory_bytes)
         self.heartbeat = Heartbeat(self.pool, uuid.uuid4())
         probe_key = f"{self.settings.s3_prefix_normalised}{_PROBE_KEY}"
-        self.storage_gate = OutageGate(
-            "storage", lambda: self.storage.probe_write(probe_key))
+        self.storage_gate = OutageGate("storage", lambda: self.storage.probe_write(probe_key))
 
     def source(self, name: str, reader: str | None = None) -> Source:
         """The source by name, or one of its other readers ("google_drive:public_page")."""
@@ -64,14 +64,14 @@ class Deps:
         try:
             return self.sources[key]
         except KeyError:
-            raise SourceConfigError(f"This server is not set up to read {name} folders"
-                                    f"{f' with the {reader} reader' if reader else ''}.",
-                                    reason="source_not_configured") from None
+            raise SourceConfigError(
+                f"This server is not set up to read {name} folders{f' with the {reader} reader' if reader else ''}.",
+                reason="source_not_configured",
+            ) from None
 
     def close(self) -> None:
         self.thumbnail_executor.shutdown(wait=False, cancel_futures=True)
         self.storage_gate.cancel()
-
 
 
 def folder_link(source: Source, row: Mapping[str, Any]) -> FolderLink:

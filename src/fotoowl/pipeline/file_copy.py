@@ -3,6 +3,7 @@
 Every failure becomes an outcome with a reason (CopyFailed), or, when our own storage or database
 failed it, a pause that costs the file no attempt (CopyPaused); nothing escapes to the batch.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,8 +45,9 @@ class Origin:
     link: FolderLink
 
 
-async def copy_item(deps: Deps, origin: Origin, item: ClaimedItem, token: uuid.UUID,
-                     on_stored: Callable[[], None]) -> Copied | CopyFailed | CopyPaused:
+async def copy_item(
+    deps: Deps, origin: Origin, item: ClaimedItem, token: uuid.UUID, on_stored: Callable[[], None]
+) -> Copied | CopyFailed | CopyPaused:
     extra = {"import_id": item.import_id, "file_id": item.file_id}
     started = time.monotonic()
     outcome: CopyFailed | CopyPaused
@@ -72,8 +74,9 @@ async def copy_item(deps: Deps, origin: Origin, item: ClaimedItem, token: uuid.U
             # A defect or a case nobody foresaw: the file fails with the reason once its attempts
             # are spent, instead of taking its whole batch down.
             log.exception("copy failed unexpectedly", extra=extra)
-            outcome = CopyFailed(item.id, "internal_error", f"unexpected error: {type(exc).__name__}: {exc}",
-                                 transient=True)
+            outcome = CopyFailed(
+                item.id, "internal_error", f"unexpected error: {type(exc).__name__}: {exc}", transient=True
+            )
     else:
         TRANSFER_SECONDS.observe(time.monotonic() - started)
         BYTES_TRANSFERRED.inc(copied.size_bytes)
@@ -91,8 +94,9 @@ class SizeMismatch(Exception):
     pass
 
 
-async def _copy(deps: Deps, origin: Origin, item: ClaimedItem, token: uuid.UUID,
-                on_stored: Callable[[], None]) -> Copied:
+async def _copy(
+    deps: Deps, origin: Origin, item: ClaimedItem, token: uuid.UUID, on_stored: Callable[[], None]
+) -> Copied:
     settings = deps.settings
     key = object_key(settings, origin.source.name, item.file_id, item.mime_type)
     # 0: the source did not say (a keyless Drive listing); the bytes themselves tell, as they stream.
@@ -122,8 +126,7 @@ async def _copy(deps: Deps, origin: Origin, item: ClaimedItem, token: uuid.UUID,
             thumb_key, width, height = await make_preview(deps, origin.source.name, item, key, stored)
     finally:
         await deps.transfer_memory.release(held_bytes)
-    return Copied(item.id, key, stored.storage_path, thumb_key, stored.md5_hex, stored.size_bytes,
-                  width, height)
+    return Copied(item.id, key, stored.storage_path, thumb_key, stored.md5_hex, stored.size_bytes, width, height)
 
 
 async def _upload(deps: Deps, origin: Origin, item: ClaimedItem, token: uuid.UUID, key: str, size: int) -> StoredObject:
@@ -133,11 +136,20 @@ async def _upload(deps: Deps, origin: Origin, item: ClaimedItem, token: uuid.UUI
         await storage.abort_upload(key, item.upload_id)
 
     async def remember_upload(upload_id: str) -> None:
-        await with_database(deps.pool, lambda: deps.pool.execute(
-            "UPDATE import_items SET upload_id = $2 WHERE id = $1 AND lease_token = $3", item.id, upload_id, token))
+        await with_database(
+            deps.pool,
+            lambda: deps.pool.execute(
+                "UPDATE import_items SET upload_id = $2 WHERE id = $1 AND lease_token = $3", item.id, upload_id, token
+            ),
+        )
 
-    download = origin.source.open(origin.link, item.file_id, locator=item.resource_key,
-                                  expected_size_bytes=size or None, chunk_size_bytes=deps.settings.chunk_size_bytes)
+    download = origin.source.open(
+        origin.link,
+        item.file_id,
+        locator=item.resource_key,
+        expected_size_bytes=size or None,
+        chunk_size_bytes=deps.settings.chunk_size_bytes,
+    )
     # Storage checks an MD5 itself as the bytes go up; another kind of checksum is computed here.
     checker = checksum_hasher(item.checksum_kind) if item.checksum and item.checksum_kind != "md5" else None
     received_bytes = 0
@@ -156,11 +168,15 @@ async def _upload(deps: Deps, origin: Origin, item: ClaimedItem, token: uuid.UUI
             raise ChecksumMismatch(item.checksum, checker.hexdigest(), kind=item.checksum_kind or "checksum")
 
     try:
-        stored = await storage.upload(key, counted(hashing(download, checker) if checker else download),
-                                      content_type=stored_content_type(item.mime_type),
-                                      expected_md5=item.checksum if item.checksum_kind == "md5" else None,
-                                      size_hint_bytes=size or None, on_multipart_start=remember_upload,
-                                      verify=verify)
+        stored = await storage.upload(
+            key,
+            counted(hashing(download, checker) if checker else download),
+            content_type=stored_content_type(item.mime_type),
+            expected_md5=item.checksum if item.checksum_kind == "md5" else None,
+            size_hint_bytes=size or None,
+            on_multipart_start=remember_upload,
+            verify=verify,
+        )
     finally:
         await download.aclose()
     return stored

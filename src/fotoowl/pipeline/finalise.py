@@ -10,6 +10,7 @@ from fotoowl.storage import MIN_PART_SIZE_BYTES
 
 log = logging.getLogger("fotoowl.pipeline.finalise")
 
+
 async def finalise(deps: Deps, import_id: int) -> str | None:
     """Close the import once listing is over and no item is left to move; safe to call any time."""
     status: str | None = await deps.pool.fetchval(
@@ -38,7 +39,8 @@ async def abort_orphan_uploads(deps: Deps, import_id: int) -> int:
         """SELECT file_id, mime_type FROM import_items i
            WHERE import_id = $1 AND size_bytes > $2
              AND NOT EXISTS (SELECT 1 FROM import_items o WHERE o.file_id = i.file_id AND o.status = 'in_progress')""",
-        import_id, MIN_PART_SIZE_BYTES,
+        import_id,
+        MIN_PART_SIZE_BYTES,
     )
     if not rows:
         return 0
@@ -52,5 +54,3 @@ async def abort_orphan_uploads(deps: Deps, import_id: int) -> int:
     if aborted:
         log.warning("aborted %d orphaned multipart uploads", aborted, extra={"import_id": import_id})
     return aborted
-
-

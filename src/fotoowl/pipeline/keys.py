@@ -13,8 +13,19 @@ from fotoowl.config import AppSettings
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 # Stored objects carry their type only when it is an image type browsers render without running
 # anything; whatever else Drive claims (SVG, HTML, junk) is stored as opaque bytes.
-SAFE_CONTENT_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp", "image/avif", "image/bmp",
-                                "image/tiff", "image/heic", "image/heif"})
+SAFE_CONTENT_TYPES = frozenset(
+    {
+        "image/jpeg",
+        "image/png",
+        "image/gif",
+        "image/webp",
+        "image/avif",
+        "image/bmp",
+        "image/tiff",
+        "image/heic",
+        "image/heif",
+    }
+)
 # Where each process writes to find out whether storage takes writes again after an outage.
 
 
@@ -42,8 +53,5 @@ def _extension(mime_type: str) -> str:
     return ext if re.fullmatch(r"\.[a-z0-9]{1,8}", ext) else ""
 
 
-
-
 def stored_content_type(mime_type: str) -> str:
     return mime_type if mime_type in SAFE_CONTENT_TYPES else "application/octet-stream"
-

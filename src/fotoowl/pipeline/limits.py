@@ -64,5 +64,3 @@ class ByteBudget:
         async with self._changed:
             self.used_bytes -= size_bytes
             self._changed.notify_all()
-
-

@@ -68,21 +68,52 @@ RETURNING (SELECT count(*) FROM ins WHERE status = 'pending') AS pending,
 """
 
 
-async def insert_items(pool: asyncpg.Pool, import_id: int, source: str,
-                       batch: Sequence[Entry | Skipped]) -> tuple[int, str]:
+async def insert_items(
+    pool: asyncpg.Pool, import_id: int, source: str, batch: Sequence[Entry | Skipped]
+) -> tuple[int, str]:
     """Record one listed page; returns (new pending items, import status)."""
     cols: list[list[Any]] = [[] for _ in range(17)]
     for entry in batch:
         if isinstance(entry, Entry):
             values: tuple[Any, ...] = (
-                entry.source_id, entry.locator, entry.name, entry.folder_path, entry.mime_type,
-                entry.size_bytes or 0, entry.checksum, entry.checksum_kind, entry.width, entry.height,
-                entry.taken_time, entry.camera_make, entry.camera_model, entry.created_at, entry.modified_at,
-                None, None,
+                entry.source_id,
+                entry.locator,
+                entry.name,
+                entry.folder_path,
+                entry.mime_type,
+                entry.size_bytes or 0,
+                entry.checksum,
+                entry.checksum_kind,
+                entry.width,
+                entry.height,
+                entry.taken_time,
+                entry.camera_make,
+                entry.camera_model,
+                entry.created_at,
+                entry.modified_at,
+                None,
+                None,
             )
         else:
-            values = (entry.source_id, None, entry.name, entry.folder_path, entry.mime_type, 0, None, None, None,
-                      None, None, None, None, None, None, entry.reason, entry.message)
+            values = (
+                entry.source_id,
+                None,
+                entry.name,
+                entry.folder_path,
+                entry.mime_type,
+                0,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                entry.reason,
+                entry.message,
+            )
             FILES.labels("skipped", entry.reason).inc()
         for col, value in zip(cols, values, strict=True):
             col.append(pg_text(value) if isinstance(value, str) else value)
@@ -129,8 +160,9 @@ async def _listing_heartbeat(pool: asyncpg.Pool, import_id: int) -> None:
     while True:
         await asyncio.sleep(LISTING_HEARTBEAT_S)
         try:
-            await pool.execute("UPDATE imports SET heartbeat_at = now() WHERE id = $1 AND status = 'listing'",
-                               import_id)
+            await pool.execute(
+                "UPDATE imports SET heartbeat_at = now() WHERE id = $1 AND status = 'listing'", import_id
+            )
         except Exception as exc:  # a missed beat is harmless; the listing itself meets the outage
             log.debug("listing heartbeat failed: %s", type(exc).__name__)
 
@@ -140,7 +172,8 @@ async def record_list_failure(pool: asyncpg.Pool, import_id: int, code: str, mes
     failures: int | None = await pool.fetchval(
         """UPDATE imports SET list_failures = list_failures + 1, list_error = $2, updated_at = now()
            WHERE id = $1 AND status IN ('queued', 'listing') RETURNING list_failures""",
-        import_id, f"{message} ({code})"[:2000],
+        import_id,
+        f"{message} ({code})"[:2000],
     )
     return failures or 0
 
@@ -187,5 +220,3 @@ async def _list(deps: Deps, import_id: int, row: asyncpg.Record) -> None:
     )
     log.info("listing finished", extra={**extra, "pages": pages})
     await finalise(deps, import_id)
-
-

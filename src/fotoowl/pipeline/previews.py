@@ -19,8 +19,10 @@ log = logging.getLogger("fotoowl.pipeline.previews")
 
 PREVIEW_MAX_SOURCE_BYTES = 64 * 1024 * 1024
 
-async def make_preview(deps: Deps, source: str, item: ClaimedItem, key: str,
-                     stored: StoredObject) -> tuple[str | None, int | None, int | None]:
+
+async def make_preview(
+    deps: Deps, source: str, item: ClaimedItem, key: str, stored: StoredObject
+) -> tuple[str | None, int | None, int | None]:
     """A preview from the body still in memory, or read back when it went up in parts; never fatal."""
     settings = deps.settings
     if stored.size_bytes > PREVIEW_MAX_SOURCE_BYTES:
@@ -29,15 +31,17 @@ async def make_preview(deps: Deps, source: str, item: ClaimedItem, key: str,
     loop = asyncio.get_running_loop()
     try:
         if stored.body is not None:
-            thumb = await loop.run_in_executor(deps.thumbnail_executor, make_thumbnail, stored.body,
-                                               settings.thumbnail_px)
+            thumb = await loop.run_in_executor(
+                deps.thumbnail_executor, make_thumbnail, stored.body, settings.thumbnail_px
+            )
         else:
             with tempfile.SpooledTemporaryFile(max_size=settings.part_size_bytes) as spool:
                 async for chunk in deps.storage.stream(key):
                     spool.write(chunk)
                 spool.seek(0)
-                thumb = await loop.run_in_executor(deps.thumbnail_executor, make_thumbnail, spool,
-                                                   settings.thumbnail_px)
+                thumb = await loop.run_in_executor(
+                    deps.thumbnail_executor, make_thumbnail, spool, settings.thumbnail_px
+                )
         if thumb is None:
             return None, None, None
         tkey = thumbnail_key(settings, source, item.file_id)
@@ -47,5 +51,3 @@ async def make_preview(deps: Deps, source: str, item: ClaimedItem, key: str,
         log.warning("thumbnail failed: %s", exc, extra={"file_id": item.file_id})
         return None, None, None
     return tkey, thumb.width, thumb.height
-
-

@@ -36,7 +36,8 @@ async def sweep(deps: Deps) -> None:
         """SELECT id, list_attempts, status FROM imports
            WHERE (status = 'listing' AND heartbeat_at < now() - make_interval(secs => $1))
               OR (status = 'queued' AND created_at < now() - make_interval(secs => $2))""",
-        LISTING_STALE_AFTER_S, QUEUED_STALE_AFTER_S,
+        LISTING_STALE_AFTER_S,
+        QUEUED_STALE_AFTER_S,
     )
     await reclaim_from_the_dead(deps.heartbeat)
     for row in stale_listings:
@@ -79,6 +80,6 @@ async def _close_abandoned(deps: Deps) -> None:
     )
     for row in rows:
         if row["upload_id"]:
-            await deps.storage.abort_upload(object_key(deps.settings, row["source"], row["file_id"], row["mime_type"]),
-                                            row["upload_id"])
-
+            await deps.storage.abort_upload(
+                object_key(deps.settings, row["source"], row["file_id"], row["mime_type"]), row["upload_id"]
+            )

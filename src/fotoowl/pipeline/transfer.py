@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from fotoowl.pipeline.claims import (
@@ -37,6 +38,7 @@ log = logging.getLogger("fotoowl.pipeline.transfer")
 # How long a hand-back on the way out may take before the leases are left to expire instead.
 RELEASE_TIMEOUT_S = 10.0
 
+
 class ImportCancelled(Exception):
     pass
 
@@ -56,8 +58,12 @@ async def transfer_import(deps: Deps, import_id: int) -> int:
     finishing: a batch's slowest file never leaves the others' places idle. Outages of storage or the
     database pause the claims and resume them; they never end the job.
     """
-    row = await with_database(deps.pool, lambda: deps.pool.fetchrow(
-        "SELECT source, reader, folder_url, link_password FROM imports WHERE id = $1", import_id))
+    row = await with_database(
+        deps.pool,
+        lambda: deps.pool.fetchrow(
+            "SELECT source, reader, folder_url, link_password FROM imports WHERE id = $1", import_id
+        ),
+    )
     if row is None:
         return 0
     source = deps.source(row["source"], row["reader"])
@@ -78,8 +84,12 @@ async def transfer_import(deps: Deps, import_id: int) -> int:
             if (exc := task.exception()) is not None:
                 # Nobody foresaw this one: the batch handed its items back with the attempt spent, so
                 # the attempt budget ends a file that keeps causing it; the job goes on.
-                log.error("a transfer batch failed: %s", exc, exc_info=exc,
-                          extra={"import_id": import_id, "items": len(batch.item_ids)})
+                log.error(
+                    "a transfer batch failed: %s",
+                    exc,
+                    exc_info=exc,
+                    extra={"import_id": import_id, "items": len(batch.item_ids)},
+                )
                 continue
             moved += task.result()
 
@@ -113,11 +123,14 @@ async def transfer_import(deps: Deps, import_id: int) -> int:
                 await harvest(wait=True)
                 continue
             # Items waiting out a retry backoff: wait here if it is short, else leave them to the sweeper.
-            wait_s = await with_database(deps.pool, lambda: deps.pool.fetchval(
-                """SELECT extract(epoch FROM min(not_before) - now()) FROM import_items
+            wait_s = await with_database(
+                deps.pool,
+                lambda: deps.pool.fetchval(
+                    """SELECT extract(epoch FROM min(not_before) - now()) FROM import_items
                    WHERE import_id = $1 AND status = 'pending'""",
-                import_id,
-            ))
+                    import_id,
+                ),
+            )
             if wait_s is not None and wait_s < 30:
                 await asyncio.sleep(max(0.05, float(wait_s)))
                 continue
@@ -143,34 +156,53 @@ def _giving_back(places: Sequence[Callable[[], None]]) -> Callable[[asyncio.Task
     return give_back
 
 
-async def _release_bounded(deps: Deps, token: uuid.UUID, item_ids: Sequence[int], *,
-                           attempt_spent: bool = False) -> None:
+async def _release_bounded(
+    deps: Deps, token: uuid.UUID, item_ids: Sequence[int], *, attempt_spent: bool = False
+) -> None:
     """A hand-back on the way out that cannot hold a shutdown up: if the database is down too, the
     items' leases expire and they are claimed again then."""
     try:
-        await asyncio.wait_for(asyncio.shield(
-            release(deps.pool, token, item_ids, "pending", attempt_spent=attempt_spent)), RELEASE_TIMEOUT_S)
+        await asyncio.wait_for(
+            asyncio.shield(release(deps.pool, token, item_ids, "pending", attempt_spent=attempt_spent)),
+            RELEASE_TIMEOUT_S,
+        )
     except Exception as exc:
-        log.warning("could not hand %d items back (%s); their leases will expire", len(item_ids),
-                    type(exc).__name__)
+        log.warning("could not hand %d items back (%s); their leases will expire", len(item_ids), type(exc).__name__)
 
 
 async def _claim(deps: Deps, import_id: int, token: uuid.UUID, limit: int) -> list[ClaimedItem]:
     claiming = asyncio.ensure_future(
-        claim(deps.pool, import_id, token, limit, lease_s=float(deps.settings.lease_s),
-              max_attempts=deps.settings.max_attempts, worker_id=deps.heartbeat.worker_id))
+        claim(
+            deps.pool,
+            import_id,
+            token,
+            limit,
+            lease_s=float(deps.settings.lease_s),
+            max_attempts=deps.settings.max_attempts,
+            worker_id=deps.heartbeat.worker_id,
+        )
+    )
     try:
         return await asyncio.shield(claiming)
     except asyncio.CancelledError:
         # Shutdown landed mid-claim: the rows are ours in the database, so hand them straight back.
         with contextlib.suppress(Exception):
-            items = await claiming
-            await release(deps.pool, token, [item.id for item in items], ItemStatus.PENDING)
+            # Bounded: a claim hung on a dead connection must not hold the cancellation up.
+            items = await asyncio.wait_for(claiming, RELEASE_TIMEOUT_S)
+            await asyncio.wait_for(
+                release(deps.pool, token, [item.id for item in items], ItemStatus.PENDING), RELEASE_TIMEOUT_S
+            )
         raise
 
 
-async def _transfer_batch(deps: Deps, origin: Origin, import_id: int, token: uuid.UUID, items: Sequence[ClaimedItem],
-                          places: Sequence[Callable[[], None]]) -> int:
+async def _transfer_batch(
+    deps: Deps,
+    origin: Origin,
+    import_id: int,
+    token: uuid.UUID,
+    items: Sequence[ClaimedItem],
+    places: Sequence[Callable[[], None]],
+) -> int:
     settings = deps.settings
     pool = deps.pool
     pending_results: list[Copied] = []
@@ -194,17 +226,26 @@ async def _transfer_batch(deps: Deps, origin: Origin, import_id: int, token: uui
             return await with_database(pool, lambda: record_done(pool, import_id, token, done))
         except Exception as exc:
             # One row the database refuses must not cost the others theirs: record one by one.
-            log.error("recording %d copies failed (%s); recording them one by one", len(done), exc,
-                      extra={"import_id": import_id})
+            log.error(
+                "recording %d copies failed (%s); recording them one by one",
+                len(done),
+                exc,
+                extra={"import_id": import_id},
+            )
         moved = 0
         for copied in done:
             try:
                 moved += await with_database(pool, lambda: record_done(pool, import_id, token, [copied]))  # noqa: B023
             except Exception as exc:
-                failure = CopyFailed(copied.item_id, "internal_error",
-                                     f"recording the image failed: {type(exc).__name__}: {exc}", transient=True)
-                await with_database(pool, lambda: record_failure(
-                    pool, import_id, token, failure, settings, attempts[copied.item_id]))  # noqa: B023
+                failure = CopyFailed(
+                    copied.item_id,
+                    "internal_error",
+                    f"recording the image failed: {type(exc).__name__}: {exc}",
+                    transient=True,
+                )
+                await with_database(
+                    pool, partial(record_failure, pool, import_id, token, failure, settings, attempts[copied.item_id])
+                )
         return moved
 
     try:
@@ -212,18 +253,18 @@ async def _transfer_batch(deps: Deps, origin: Origin, import_id: int, token: uui
             try:
                 result = await next_done
             except asyncio.CancelledError:
-                if watcher.done() and not watcher.cancelled() and isinstance(watcher.exception(),
-                                                                                ImportCancelled):
+                if watcher.done() and not watcher.cancelled() and isinstance(watcher.exception(), ImportCancelled):
                     break
                 raise
             unfinished.discard(result.item_id)
             if isinstance(result, Copied):
                 pending_results.append(result)
             elif isinstance(result, CopyPaused):
-                await with_database(pool, lambda: release(pool, token, [result.item_id], ItemStatus.PENDING))  # noqa: B023
+                await with_database(pool, partial(release, pool, token, [result.item_id], ItemStatus.PENDING))
             else:
-                await with_database(pool, lambda: record_failure(
-                    pool, import_id, token, result, settings, attempts[result.item_id]))  # noqa: B023
+                await with_database(
+                    pool, partial(record_failure, pool, import_id, token, result, settings, attempts[result.item_id])
+                )
             if len(pending_results) >= 50 or time.monotonic() >= flush_at:
                 moved += await flush()
                 flush_at = time.monotonic() + 1.0
@@ -234,11 +275,13 @@ async def _transfer_batch(deps: Deps, origin: Origin, import_id: int, token: uui
         await asyncio.gather(*tasks, return_exceptions=True)
         # Whatever was copied is kept; the rest goes back for another worker (or stays cancelled).
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(record_done(pool, import_id, token, pending_results)),
-                                   RELEASE_TIMEOUT_S)
+            await asyncio.wait_for(
+                asyncio.shield(record_done(pool, import_id, token, pending_results)), RELEASE_TIMEOUT_S
+            )
         # Every item of the claim: those recorded are no longer held and stay as they are.
-        await _release_bounded(deps, token, [item.id for item in items],
-                               attempt_spent=not isinstance(exc, asyncio.CancelledError))
+        await _release_bounded(
+            deps, token, [item.id for item in items], attempt_spent=not isinstance(exc, asyncio.CancelledError)
+        )
         raise
     finally:
         watcher.cancel()
@@ -270,11 +313,12 @@ async def _watch(deps: Deps, import_id: int, token: uuid.UUID, tasks: set[asynci
                 await deps.pool.execute(
                     """UPDATE import_items SET lease_expires_at = now() + make_interval(secs => $2)
                        WHERE import_id = $3 AND lease_token = $1 AND status = 'in_progress'""",
-                    token, float(deps.settings.lease_s), import_id,
+                    token,
+                    float(deps.settings.lease_s),
+                    import_id,
                 )
                 renewed_at = time.monotonic()
         except ImportCancelled:
             raise
         except Exception as exc:
-            log.warning("lease renewal failed (%s); trying again", type(exc).__name__,
-                        extra={"import_id": import_id})
+            log.warning("lease renewal failed (%s); trying again", type(exc).__name__, extra={"import_id": import_id})

@@ -21,8 +21,15 @@ class SourceError(Exception):
     """A request to the source failed. `transient`: trying again later may succeed (after
     `retry_after_s` when the source said so); otherwise this file (or folder) will not work."""
 
-    def __init__(self, message: str, *, reason: str | None = None, status: int | None = None,
-                 transient: bool = False, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        status: int | None = None,
+        transient: bool = False,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.status = status
@@ -110,7 +117,14 @@ class Source(Protocol):
         """The folder's files, a page at a time (subfolders too when `recursive`)."""
         ...
 
-    def open(self, link: FolderLink, entry_id: str, *, locator: str | None, expected_size_bytes: int | None,
-             chunk_size_bytes: int) -> ByteStream:
+    def open(
+        self,
+        link: FolderLink,
+        entry_id: str,
+        *,
+        locator: str | None,
+        expected_size_bytes: int | None,
+        chunk_size_bytes: int,
+    ) -> ByteStream:
         """One file's bytes as a stream."""
         ...

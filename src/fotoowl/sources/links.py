@@ -32,5 +32,7 @@ def parse_link(url: str, source: str | None = None) -> FolderLink:
     try:
         return PARSERS["google_drive"](url)  # a bare Drive folder id
     except InvalidLink:
-        raise InvalidLink("Paste the link of a shared Google Drive or Dropbox folder (https://drive.google.com/"
-                          "drive/folders/... or https://www.dropbox.com/scl/fo/...).") from None
+        raise InvalidLink(
+            "Paste the link of a shared Google Drive or Dropbox folder (https://drive.google.com/"
+            "drive/folders/... or https://www.dropbox.com/scl/fo/...)."
+        ) from None

@@ -25,8 +25,14 @@ def drive_client(settings: AppSettings, session: aiohttp.ClientSession, redis: A
     # One bucket per API key, shared by every worker process on every machine.
     bucket = "fotoowl:pacer:" + hashlib.sha256(key.encode()).hexdigest()[:16]
     pacer = RedisPacer(redis, bucket, settings.drive_rate_per_s, settings.drive_burst)
-    return DriveClient(session, api_url=settings.drive_api_url, api_key=key or None, pacer=pacer,
-                       read_timeout_s=settings.drive_read_timeout_s, max_tries=settings.drive_max_tries)
+    return DriveClient(
+        session,
+        api_url=settings.drive_api_url,
+        api_key=key or None,
+        pacer=pacer,
+        read_timeout_s=settings.drive_read_timeout_s,
+        max_tries=settings.drive_max_tries,
+    )
 
 
 def open_sources(settings: AppSettings, session: aiohttp.ClientSession, redis: ArqRedis) -> dict[str, Source]:
@@ -35,17 +41,27 @@ def open_sources(settings: AppSettings, session: aiohttp.ClientSession, redis: A
     drive = DriveSource(drive_client(settings, session, redis))
     sources[drive.name] = drive
     # Drive without a key, for imports recorded with the public_page reader.
-    pacer_public = public_pacer(redis, rate_per_s=settings.drive_public_rate_per_s,
-                                burst=max(1, int(2 * settings.drive_public_rate_per_s)))
+    pacer_public = public_pacer(
+        redis, rate_per_s=settings.drive_public_rate_per_s, burst=max(1, int(2 * settings.drive_public_rate_per_s))
+    )
     sources[f"{drive.name}:public_page"] = DrivePublicSource(
-        session, pacer=pacer_public, page_url=settings.drive_public_page_url,
-        download_url=settings.drive_public_download_url)
+        session,
+        pacer=pacer_public,
+        page_url=settings.drive_public_page_url,
+        download_url=settings.drive_public_download_url,
+    )
     if settings.dropbox_app_key and settings.dropbox_app_secret:
         key = settings.dropbox_app_key
         bucket = "fotoowl:pacer:dropbox:" + hashlib.sha256(key.encode()).hexdigest()[:16]
         pacer = RedisPacer(redis, bucket, settings.dropbox_rate_per_s, max(1, int(settings.dropbox_rate_per_s)))
-        dropbox = DropboxSource(session, app_key=key, app_secret=settings.dropbox_app_secret.get(),
-                                api_url=settings.dropbox_api_url, content_url=settings.dropbox_content_url,
-                                pacer=pacer, max_tries=settings.drive_max_tries)
+        dropbox = DropboxSource(
+            session,
+            app_key=key,
+            app_secret=settings.dropbox_app_secret.get(),
+            api_url=settings.dropbox_api_url,
+            content_url=settings.dropbox_content_url,
+            pacer=pacer,
+            max_tries=settings.drive_max_tries,
+        )
         sources[dropbox.name] = dropbox
     return sources

@@ -26,8 +26,19 @@ from multidict import CIMultiDict
 log = logging.getLogger("fotoowl.testing.faultproxy")
 
 Mode = Literal["pass", "refuse", "stall"]
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te",
-                         "trailer", "proxy-authenticate", "proxy-authorization"})
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
+)
 
 
 class TcpFaultProxy:
@@ -91,8 +102,7 @@ class TcpFaultProxy:
             writer.transport.abort()
             return
         self._open.update((writer, up_writer))
-        pipes = [asyncio.create_task(self._pipe(reader, up_writer)),
-                 asyncio.create_task(self._pipe(up_reader, writer))]
+        pipes = [asyncio.create_task(self._pipe(reader, up_writer)), asyncio.create_task(self._pipe(up_reader, writer))]
         self._tasks.update(pipes)
         try:
             await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
@@ -143,8 +153,9 @@ class HttpFaultProxy:
         self.target_url = target_url.rstrip("/")
 
     async def start(self, port: int = 0) -> str:
-        self._session = aiohttp.ClientSession(auto_decompress=False,
-                                              timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+        self._session = aiohttp.ClientSession(
+            auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)
+        )
         app = web.Application(client_max_size=1024**3)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
@@ -167,21 +178,30 @@ class HttpFaultProxy:
         if self.fail_writes and request.method in ("PUT", "POST", "DELETE"):
             self.failed_writes += 1
             return web.Response(
-                status=500, content_type="application/xml",
-                text="<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code>"
-                     "<Message>We encountered an internal error. Please try again.</Message></Error>")
+                status=500,
+                content_type="application/xml",
+                text='<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
+                "<Message>We encountered an internal error. Please try again.</Message></Error>",
+            )
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP)
         assert self._session is not None
         try:
-            async with self._session.request(request.method, self.target_url + request.raw_path, headers=headers,
-                                              data=body, allow_redirects=False,
-                                              skip_auto_headers=("User-Agent", "Content-Type",
-                                                                 "Accept-Encoding")) as upstream:
+            async with self._session.request(
+                request.method,
+                self.target_url + request.raw_path,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"),
+            ) as upstream:
                 payload = await upstream.read()
                 # A HEAD answer's Content-Length is the object's size (S3 clients read it), not the body's.
                 head = request.method == "HEAD"
-                out_headers = CIMultiDict((k, v) for k, v in upstream.headers.items()
-                                          if k.lower() not in _HOP_BY_HOP and (head or k.lower() != "content-length"))
+                out_headers = CIMultiDict(
+                    (k, v)
+                    for k, v in upstream.headers.items()
+                    if k.lower() not in _HOP_BY_HOP and (head or k.lower() != "content-length")
+                )
                 return web.Response(status=upstream.status, headers=out_headers, body=None if head else payload)
         except (aiohttp.ClientConnectionError, OSError):
             # A dead or restarting server: the client must see its connection fail, as it would

@@ -64,6 +64,7 @@ def require_token(request: web.Request) -> None:
 
 # --- imports ------------------------------------------------------------------------------------
 
+
 def _import_handler(source: str | None) -> Callable[[web.Request], Awaitable[web.Response]]:
     """POST /import/google-drive and /import/dropbox take that source's links; POST /imports takes any."""
 
@@ -77,8 +78,9 @@ def _import_handler(source: str | None) -> Callable[[web.Request], Awaitable[web
     return start_import
 
 
-async def submit_import(request: web.Request, folder_url: str, recursive: bool, *, source: str | None = None,
-                        password: str | None = None) -> asyncpg.Record:
+async def submit_import(
+    request: web.Request, folder_url: str, recursive: bool, *, source: str | None = None, password: str | None = None
+) -> asyncpg.Record:
     """Shared by the JSON API and the HTML form: validate the link, record the import, queue listing."""
     if len(folder_url) > MAX_URL_CHARS:
         raise ApiError(422, "invalid_folder_url", f"'folder_url' is longer than {MAX_URL_CHARS} characters.")
@@ -96,8 +98,6 @@ async def submit_import(request: web.Request, folder_url: str, recursive: bool, 
     return row
 
 
-
-
 async def fetch_import(request: web.Request, import_id: int) -> asyncpg.Record:
     row = await request.app[DB].fetchrow("SELECT * FROM imports WHERE id = $1", import_id)
     if row is None:
@@ -113,8 +113,7 @@ async def list_imports(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 50, hi=MAX_PAGE)
     cursor = request.query.get("cursor")
     before = decode_cursor(cursor) if cursor else 2**62
-    rows = await request.app[DB].fetch(
-        "SELECT * FROM imports WHERE id < $1 ORDER BY id DESC LIMIT $2", before, limit)
+    rows = await request.app[DB].fetch("SELECT * FROM imports WHERE id < $1 ORDER BY id DESC LIMIT $2", before, limit)
     next_cursor = encode_cursor(rows[-1]["id"]) if rows and len(rows) == limit else None
     return web.json_response(ImportList(imports=[Import.from_row(r) for r in rows], next_cursor=next_cursor).body())
 
@@ -130,7 +129,9 @@ async def list_failures(request: web.Request) -> web.Response:
                   updated_at
            FROM import_items WHERE import_id = $1 AND status = 'failed' AND id > $2
            ORDER BY id LIMIT $3""",
-        import_id, after, limit,
+        import_id,
+        after,
+        limit,
     )
     next_cursor = encode_cursor(rows[-1]["id"]) if rows and len(rows) == limit else None
     page = FailureList(failures=[Failure.from_row(r) for r in rows], next_cursor=next_cursor)
@@ -142,13 +143,13 @@ async def retry_import(request: web.Request) -> web.Response:
     # No body needed, but the JSON type all the same: an HTML form cannot send it cross-site.
     await json_object(request, optional=True)
     import_id = path_id(request)
-    count = await control.retry_failed(request.app[DB], request.app[ARQ], import_id,
-                                        request.app[SETTINGS])
+    count = await control.retry_failed(request.app[DB], request.app[ARQ], import_id, request.app[SETTINGS])
     if count is None:
         raise ApiError(404, "not_found", f"There is no import {import_id}.")
     row = await fetch_import(request, import_id)
-    return web.json_response(RetryAccepted(import_id=import_id, requeued=count, status=row["status"]).body(),
-                             status=202)
+    return web.json_response(
+        RetryAccepted(import_id=import_id, requeued=count, status=row["status"]).body(), status=202
+    )
 
 
 async def cancel_import(request: web.Request) -> web.Response:
@@ -164,7 +165,6 @@ async def cancel_import(request: web.Request) -> web.Response:
 
 
 # --- images -------------------------------------------------------------------------------------
-
 
 
 async def query_images(
@@ -197,7 +197,8 @@ async def query_images(
         where.append(f"name ILIKE ${len(args)}")
     args.append(limit)
     rows = await request.app[DB].fetch(
-        f"SELECT * FROM images WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ${len(args)}", *args)
+        f"SELECT * FROM images WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ${len(args)}", *args
+    )
     next_cursor = encode_cursor(rows[-1]["id"]) if rows and len(rows) == limit else None
     return list(rows), next_cursor
 
@@ -247,22 +248,23 @@ async def _serve_object(request: web.Request, key: str, mime_type: str, name: st
     content_type = mime_type if mime_type in INLINE_TYPES else "application/octet-stream"
     disposition = _disposition(mime_type, name)
     if settings.presign_downloads:
-        url = await storage.presigned_url(key, expires_s=300, content_type=content_type,
-                                          disposition=disposition)
+        url = await storage.presigned_url(key, expires_s=300, content_type=content_type, disposition=disposition)
         if url:
             raise web.HTTPFound(url, headers={"Cache-Control": "no-store"})
     try:
         size = await storage.size(key)
     except ObjectNotFound:
         raise ApiError(404, "object_missing", "The stored object is missing from storage.") from None
-    response = web.StreamResponse(headers={
-        "Content-Type": content_type,
-        "Content-Length": str(size),
-        "Content-Disposition": disposition,
-        "X-Content-Type-Options": "nosniff",
-        "Content-Security-Policy": "default-src 'none'; sandbox",
-        "Cache-Control": "private, max-age=3600",
-    })
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": content_type,
+            "Content-Length": str(size),
+            "Content-Disposition": disposition,
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+            "Cache-Control": "private, max-age=3600",
+        }
+    )
     await response.prepare(request)
     chunks = storage.stream(key)
     try:

@@ -22,7 +22,6 @@ from fotoowl.web.keys import ARQ, DB, SETTINGS, STORAGE, TEMPLATES, WORKER
 log = logging.getLogger("fotoowl.web")
 
 
-
 async def _db_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = await create_pool(app[SETTINGS])
     async with pool.acquire() as conn:
@@ -59,8 +58,9 @@ async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: AppSettings, *, run_worker: bool | None = None) -> web.Application:
     # Errors outermost, so a refused cross-site write gets the usual error shape too.
-    app = web.Application(middlewares=[error_pages.error_middleware, security.cross_site_middleware],
-                          client_max_size=64 * 1024)
+    app = web.Application(
+        middlewares=[error_pages.error_middleware, security.cross_site_middleware], client_max_size=64 * 1024
+    )
     app[SETTINGS] = settings
     app[TEMPLATES] = templating.make_templates()
     app.cleanup_ctx.extend([_db_ctx, _arq_ctx, _storage_ctx])

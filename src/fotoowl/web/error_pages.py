@@ -41,8 +41,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(request, 500, "internal_error", "Something went wrong on our side.")
 
 
-def error_response(request: web.Request, status: int, code: str, message: str,
-                   headers: CIMultiDict[str] | None = None) -> web.StreamResponse:
+def error_response(
+    request: web.Request, status: int, code: str, message: str, headers: CIMultiDict[str] | None = None
+) -> web.StreamResponse:
     if _wants_html(request):
         response = render_error(request, status, message)
     else:

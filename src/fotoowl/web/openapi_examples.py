@@ -21,8 +21,12 @@ IMPORT_EXAMPLE: dict[str, Any] = {
     "created_at": "2026-05-01T10:00:00Z",
     "started_at": "2026-05-01T10:00:01Z",
     "finished_at": None,
-    "urls": {"self": "/imports/42", "failures": "/imports/42/failures", "images": "/images?import_id=42",
-             "page": "/ui/imports/42"},
+    "urls": {
+        "self": "/imports/42",
+        "failures": "/imports/42/failures",
+        "images": "/images?import_id=42",
+        "page": "/ui/imports/42",
+    },
 }
 IMAGE_EXAMPLE: dict[str, Any] = {
     "id": 1001,

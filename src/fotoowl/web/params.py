@@ -36,8 +36,15 @@ def parse_count(raw: str) -> int | None:
     return value if value <= INT64_MAX else None
 
 
-def int_param(request: web.Request, name: str, default: int | None = None, *, lo: int = 1,
-              hi: int = 2**62, blank_is_absent: bool = False) -> int | None:
+def int_param(
+    request: web.Request,
+    name: str,
+    default: int | None = None,
+    *,
+    lo: int = 1,
+    hi: int = 2**62,
+    blank_is_absent: bool = False,
+) -> int | None:
     """`blank_is_absent` for pages, whose GET forms send every field, filled or not."""
     raw = request.query.get(name)
     if raw is None or (raw == "" and blank_is_absent):
@@ -60,6 +67,7 @@ def path_id(request: web.Request, name: str = "id", message: str = "No such reso
 
 # --- cursors ------------------------------------------------------------------------------------
 
+
 def encode_cursor(last_id: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"id": last_id}).encode()).decode().rstrip("=")
 
@@ -78,6 +86,7 @@ def decode_cursor(cursor: str) -> int:
 
 
 # --- text ---------------------------------------------------------------------------------------
+
 
 def storable(text: str) -> bool:
     """PostgreSQL text holds neither NUL nor the unpaired surrogates JSON's \\ud800 escapes produce."""
@@ -100,6 +109,7 @@ def text_param(request: web.Request, name: str, *, max_chars: int | None = None)
 
 
 # --- JSON bodies --------------------------------------------------------------------------------
+
 
 def require_json(request: web.Request) -> None:
     """Writes take JSON only: a cross-site HTML form can send text/plain, urlencoded or multipart

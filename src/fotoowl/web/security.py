@@ -45,6 +45,7 @@ _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
 # --- the secret key -----------------------------------------------------------------------------
 
+
 def load_secret_key(settings: AppSettings) -> bytes:
     """FOTOOWL_SECRET_KEY, or a random key kept in the data folder so a restart keeps forms valid."""
     if settings.secret_key:
@@ -76,8 +77,11 @@ def load_secret_key(settings: AppSettings) -> bytes:
             tmp.unlink(missing_ok=True)
         return path.read_bytes().strip()
     except OSError as exc:
-        log.warning("cannot keep the secret key in %s (%s): forms will not survive a restart; "
-                    "set FOTOOWL_SECRET_KEY", path, type(exc).__name__)
+        log.warning(
+            "cannot keep the secret key in %s (%s): forms will not survive a restart; set FOTOOWL_SECRET_KEY",
+            path,
+            type(exc).__name__,
+        )
         return key
 
 
@@ -90,6 +94,7 @@ def setup(app: web.Application) -> None:
 
 
 # --- writes from other sites --------------------------------------------------------------------
+
 
 def is_cross_site(request: web.Request) -> bool:
     if request.headers.get("Sec-Fetch-Site", "").strip().lower() == "cross-site":
@@ -114,6 +119,7 @@ async def cross_site_middleware(request: web.Request, handler: Handler) -> web.S
 
 
 # --- the form token -----------------------------------------------------------------------------
+
 
 def _sign(request: web.Request, session_id: str) -> str:
     return hmac.new(request.app[SECRET_KEY], b"fotoowl-csrf-v1:" + session_id.encode(), hashlib.sha256).hexdigest()
@@ -145,6 +151,7 @@ async def checked_form(request: web.Request) -> dict[str, str]:
 
 
 # --- the access token in the UI -----------------------------------------------------------------
+
 
 def unlock_value(token: str) -> str:
     # Derived from, never equal to, the token: a leaked cookie does not reveal the API token, and

@@ -118,8 +118,9 @@ def file_kind(mime_type: str) -> str:
 
 def _finish(request: web.Request, response: web.Response) -> web.Response:
     if request.get(CSRF_IS_NEW):
-        response.set_cookie(CSRF_COOKIE, request[CSRF_SESSION], httponly=True, samesite="Lax", path="/",
-                            secure=request.secure)
+        response.set_cookie(
+            CSRF_COOKIE, request[CSRF_SESSION], httponly=True, samesite="Lax", path="/", secure=request.secure
+        )
     # Live status and per-client tokens: never serve a page from a cache.
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Content-Type-Options"] = "nosniff"

@@ -150,7 +150,7 @@ async def submit(request: web.Request) -> web.Response:
         if exc.status_code != 422:
             raise
         # Shown again as typed, less what no page can hold.
-        shown = folder_url[: MAX_URL_CHARS].replace("\x00", "").encode("utf-8", "replace").decode()
+        shown = folder_url[:MAX_URL_CHARS].replace("\x00", "").encode("utf-8", "replace").decode()
         return await _home(request, status=422, error=exc.message, folder_url=shown, recursive=recursive)
     return see_other(request, f"/ui/imports/{row['id']}")
 
@@ -237,8 +237,7 @@ async def retry(request: web.Request) -> web.Response:
     import_id = _id(request)
     await checked_form(request)
     require_unlocked(request)
-    count = await control.retry_failed(request.app[DB], request.app[ARQ], import_id,
-                                        request.app[SETTINGS])
+    count = await control.retry_failed(request.app[DB], request.app[ARQ], import_id, request.app[SETTINGS])
     if count is None:
         raise ApiError(404, "not_found", f"There is no import {import_id}.")
     return see_other(request, f"/ui/imports/{import_id}?retried={count}")

@@ -196,8 +196,9 @@ class DropboxClient:
         except ValueError:
             value = None
         if not isinstance(value, dict):
-            raise SourceError("Dropbox sent an unreadable answer", reason="invalid_response", status=200,
-                              transient=True)
+            raise SourceError(
+                "Dropbox sent an unreadable answer", reason="invalid_response", status=200, transient=True
+            )
         return value
 
     async def rpc(self, route: str, arg: Mapping[str, Any], *, kind: str, target: str) -> dict[str, Any]:

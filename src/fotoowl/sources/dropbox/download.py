@@ -41,14 +41,16 @@ def download_error(error: SourceError, path: str) -> SourceError:
         # Dropbox documents shared_link_not_found for this route and answers path/not_found on others;
         # after a successful listing both mean the file was moved or deleted since.
         return SourceError(
-            f"{path} is no longer in the Dropbox folder: it was moved, renamed or deleted after the folder was "
-            "listed.",
+            f"{path} is no longer in the Dropbox folder: it was moved, renamed or deleted after the folder was listed.",
             reason="not_found",
             status=409,
         )
     if first == "shared_link_is_directory":
-        return SourceError(f"{path} is a folder on Dropbox, not a file: there is nothing to download.",
-                           reason="is_directory", status=409)
+        return SourceError(
+            f"{path} is a folder on Dropbox, not a file: there is nothing to download.",
+            reason="is_directory",
+            status=409,
+        )
     if first == "shared_link_access_denied":
         return FolderNotAccessible(
             "Dropbox refused access to the shared folder while downloading from it: the link's password, "
@@ -57,8 +59,11 @@ def download_error(error: SourceError, path: str) -> SourceError:
             status=409,
         )
     if first == "path" and reason.endswith("restricted_content"):
-        return SourceError(f"Dropbox does not allow {path} to be downloaded (restricted content).",
-                           reason="restricted_content", status=409)
+        return SourceError(
+            f"Dropbox does not allow {path} to be downloaded (restricted content).",
+            reason="restricted_content",
+            status=409,
+        )
     return error
 
 
@@ -172,8 +177,11 @@ class DropboxDownload:
             return offset
         parsed = _content_range(response.headers.get("Content-Range"))
         if parsed is None or parsed[0] > offset:
-            raise SourceError("Dropbox answered a resumed download with an unusable range.",
-                              reason="bad_range", status=response.status)
+            raise SourceError(
+                "Dropbox answered a resumed download with an unusable range.",
+                reason="bad_range",
+                status=response.status,
+            )
         if parsed[1] is not None:
             self._total_bytes = parsed[1]
         return offset - parsed[0]

@@ -158,8 +158,9 @@ def error_from_response(
     if status == 409 and parsed is not None and parsed.tags:
         return SourceError(f"Dropbox {route} failed: {said}", reason=parsed.reason, status=409)
     if status == 400:
-        return SourceError(f"Dropbox rejected the {route} request: {said or 'HTTP 400'}", reason="bad_request",
-                           status=400)
+        return SourceError(
+            f"Dropbox rejected the {route} request: {said or 'HTTP 400'}", reason="bad_request", status=400
+        )
     transient = status in _RETRYABLE_STATUSES or status >= 500
     return SourceError(
         f"Dropbox answered {route} with HTTP {status}" + (f": {said}" if said and not transient else ""),

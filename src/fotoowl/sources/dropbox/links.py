@@ -91,8 +91,7 @@ def parse_dropbox_link(text: str, *, password: str | None = None) -> FolderLink:
     host = (parts.hostname or "").lower().rstrip(".")
     if host not in _HOSTS or port not in (None, 80, 443):
         raise InvalidLink(
-            f"Only www.dropbox.com links are accepted; this one points to {_shown(parts.netloc)!r}. "
-            f"{FOLDER_LINK_HINT}"
+            f"Only www.dropbox.com links are accepted; this one points to {_shown(parts.netloc)!r}. {FOLDER_LINK_HINT}"
         )
     form, (folder_id, key) = _folder_segments([s for s in parts.path.split("/") if s])
     normalised = f"https://www.dropbox.com/{form if form == 'sh' else 'scl/fo'}/{folder_id}/{key}"
@@ -106,5 +105,6 @@ def parse_dropbox_link(text: str, *, password: str | None = None) -> FolderLink:
         if not _RLKEY_RE.fullmatch(rlkeys[0]):
             raise InvalidLink("The link's 'rlkey=' part looks malformed: copy the whole link from Dropbox again.")
         normalised += "?" + urlencode({"rlkey": rlkeys[0]})
-    return FolderLink(source=SOURCE_NAME, folder_id=folder_id, url=normalised, key=normalised,
-                      password=password or None)
+    return FolderLink(
+        source=SOURCE_NAME, folder_id=folder_id, url=normalised, key=normalised, password=password or None
+    )

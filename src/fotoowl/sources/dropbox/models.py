@@ -97,7 +97,11 @@ def to_entry(item: Mapping[str, Any], folder_path: str, api_folder: str) -> Entr
         return Skipped(file_id, name, folder_path, mime_type, "not_image", f"Not an image ({why}).")
     if item.get("is_downloadable") is False or item.get("export_info") is not None:
         return Skipped(
-            file_id, name, folder_path, mime_type, "not_downloadable",
+            file_id,
+            name,
+            folder_path,
+            mime_type,
+            "not_downloadable",
             "Dropbox does not allow downloading this file (its owner disabled downloads, or it exists only "
             "as an export).",
         )

@@ -63,8 +63,12 @@ def _folder_error(error: SourceError, link: FolderLink) -> SourceError:
             status=409,
         )
     if first == "reset":
-        return SourceError("Dropbox kept invalidating the folder's listing while it was read; try again later.",
-                           reason="reset", status=409, transient=True)
+        return SourceError(
+            "Dropbox kept invalidating the folder's listing while it was read; try again later.",
+            reason="reset",
+            status=409,
+            transient=True,
+        )
     if first == "shared_link_is_directory":
         return error
     return FolderNotAccessible(f"Dropbox cannot open this shared folder ({reason}).", reason=reason, status=409)
@@ -145,8 +149,9 @@ class DropboxSource:
             queued: set[str] | None = set() if recursive else None
             while True:
                 try:
-                    async for batch in self._list_one_folder(link, url, (api_path, folder_path), seen_ids,
-                                                             pending, queued):
+                    async for batch in self._list_one_folder(
+                        link, url, (api_path, folder_path), seen_ids, pending, queued
+                    ):
                         yield batch
                     break
                 except SourceError as error:
@@ -155,8 +160,11 @@ class DropboxSource:
                         log.info("Dropbox invalidated the listing cursor of %s; listing it again", api_path or "/")
                         continue
                     if api_path and error.status == 409 and (error.reason or "").startswith(_GONE_FOLDER_REASONS):
-                        log.warning("Dropbox folder %s disappeared during the walk; passing it over", api_path,
-                                    extra={"target": api_path})
+                        log.warning(
+                            "Dropbox folder %s disappeared during the walk; passing it over",
+                            api_path,
+                            extra={"target": api_path},
+                        )
                         break
                     raise _folder_error(error, link) from None
 

@@ -387,7 +387,6 @@ class DriveClient:
             compute_md5=compute_md5,
         )
 
-
     async def _open_media(self, file_id: str, resource_key: str | None, offset_bytes: int) -> aiohttp.ClientResponse:
         """One media request, following redirects by hand; returns an open 200/206 response."""
         url = URL(f"{self._api_url}/files/{quote(file_id, safe='')}").update_query(

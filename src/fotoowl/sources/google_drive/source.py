@@ -20,13 +20,31 @@ def parse_link(url: str) -> FolderLink:
 
 def to_entry(item: DriveFile | SkippedFile) -> Entry | Skipped:
     if isinstance(item, SkippedFile):
-        return Skipped(source_id=item.id, name=item.name, folder_path=item.folder_path, mime_type=item.mime_type,
-                       reason=item.reason, message=item.message)
-    return Entry(source_id=item.id, name=item.name, folder_path=item.folder_path, mime_type=item.mime_type,
-                 size_bytes=item.size_bytes, checksum=item.md5, checksum_kind="md5" if item.md5 else None,
-                 created_at=item.created_time, modified_at=item.modified_time, locator=item.resource_key,
-                 width=item.width, height=item.height, taken_time=item.taken_time, camera_make=item.camera_make,
-                 camera_model=item.camera_model)
+        return Skipped(
+            source_id=item.id,
+            name=item.name,
+            folder_path=item.folder_path,
+            mime_type=item.mime_type,
+            reason=item.reason,
+            message=item.message,
+        )
+    return Entry(
+        source_id=item.id,
+        name=item.name,
+        folder_path=item.folder_path,
+        mime_type=item.mime_type,
+        size_bytes=item.size_bytes,
+        checksum=item.md5,
+        checksum_kind="md5" if item.md5 else None,
+        created_at=item.created_time,
+        modified_at=item.modified_time,
+        locator=item.resource_key,
+        width=item.width,
+        height=item.height,
+        taken_time=item.taken_time,
+        camera_make=item.camera_make,
+        camera_model=item.camera_model,
+    )
 
 
 class DriveSource:
@@ -48,8 +66,20 @@ class DriveSource:
         async for batch in self.client.walk(FolderRef(link.folder_id, link.key), recursive=recursive):
             yield [to_entry(item) for item in batch]
 
-    def open(self, link: FolderLink, entry_id: str, *, locator: str | None, expected_size_bytes: int | None,
-             chunk_size_bytes: int) -> ByteStream:
+    def open(
+        self,
+        link: FolderLink,
+        entry_id: str,
+        *,
+        locator: str | None,
+        expected_size_bytes: int | None,
+        chunk_size_bytes: int,
+    ) -> ByteStream:
         # The storage layer hashes the bytes itself; MD5 here would cost event-loop time twice.
-        return self.client.download(entry_id, resource_key=locator, chunk_size_bytes=chunk_size_bytes,
-                                    expected_size_bytes=expected_size_bytes, compute_md5=False)
+        return self.client.download(
+            entry_id,
+            resource_key=locator,
+            chunk_size_bytes=chunk_size_bytes,
+            expected_size_bytes=expected_size_bytes,
+            compute_md5=False,
+        )

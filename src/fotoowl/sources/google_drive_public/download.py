@@ -58,8 +58,15 @@ class PublicDownload:
     named none): the listing may not have known the type, and this is the one Google serves.
     """
 
-    def __init__(self, fetcher: PublicFetcher, file_id: str, *, resource_key: str | None, chunk_size_bytes: int,
-                 expected_size_bytes: int | None) -> None:
+    def __init__(
+        self,
+        fetcher: PublicFetcher,
+        file_id: str,
+        *,
+        resource_key: str | None,
+        chunk_size_bytes: int,
+        expected_size_bytes: int | None,
+    ) -> None:
         if chunk_size_bytes < 1:
             raise ValueError("chunk_size_bytes must be positive")
         self.file_id = file_id
@@ -86,8 +93,9 @@ class PublicDownload:
     async def __aenter__(self) -> PublicDownload:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.aclose()
 
     # -- one request for the bytes -------------------------------------------------------------------
@@ -120,8 +128,12 @@ class PublicDownload:
                 response.release()
             if body is None:
                 if status in (200, 206):
-                    raise SourceError("Google Drive answered an HTML page too large to be one of its own.",
-                                      reason=UNEXPECTED_HTML, status=status, transient=True)
+                    raise SourceError(
+                        "Google Drive answered an HTML page too large to be one of its own.",
+                        reason=UNEXPECTED_HTML,
+                        status=status,
+                        transient=True,
+                    )
                 raise http_error(status, response_headers, "a download")
             page = read_download_page(body.decode(charset, "replace"), page_url)
             if page.kind == "confirm" and page.confirm_url is not None and forms < MAX_FORMS:
@@ -134,8 +146,11 @@ class PublicDownload:
                     # The form is reported to carry the key itself; if it does not, the file still needs it.
                     target = target.update_query(resourcekey=self._resource_key)
                 if not fetcher.allowed(target):
-                    raise SourceError("Google Drive's download form leads to an unexpected host "
-                                      f"({target.host or 'none'}).", reason=UNEXPECTED_REDIRECT, status=status)
+                    raise SourceError(
+                        f"Google Drive's download form leads to an unexpected host ({target.host or 'none'}).",
+                        reason=UNEXPECTED_REDIRECT,
+                        status=status,
+                    )
                 url = target
                 continue
             raise self._page_error(page.kind, page.message, status, response_headers)
@@ -149,11 +164,19 @@ class PublicDownload:
         if kind == "sign_in":
             return SourceError(FILE_NOT_SHARED_MESSAGE, reason=NOT_SHARED, status=status)
         if kind == "captcha":
-            return SourceError("Google Drive answered with a captcha: this address sent it too many requests.",
-                               reason=CAPTCHA, status=status, transient=True)
+            return SourceError(
+                "Google Drive answered with a captcha: this address sent it too many requests.",
+                reason=CAPTCHA,
+                status=status,
+                transient=True,
+            )
         if status in (200, 206):
-            return SourceError(f"Google Drive answered a page instead of the file ({message or 'no title'}).",
-                               reason=UNEXPECTED_HTML, status=status, transient=True)
+            return SourceError(
+                f"Google Drive answered a page instead of the file ({message or 'no title'}).",
+                reason=UNEXPECTED_HTML,
+                status=status,
+                transient=True,
+            )
         return http_error(status, headers, "a download")
 
     # -- the stream ----------------------------------------------------------------------------------
@@ -167,8 +190,11 @@ class PublicDownload:
             return self.bytes_read
         parsed = _content_range(response.headers.get("Content-Range"))
         if parsed is None or parsed[0] > self.bytes_read:
-            raise SourceError("Google Drive answered a resumed download with an unusable range.",
-                              reason=BAD_RANGE, status=response.status)
+            raise SourceError(
+                "Google Drive answered a resumed download with an unusable range.",
+                reason=BAD_RANGE,
+                status=response.status,
+            )
         if parsed[1] is not None:
             self._total_bytes = parsed[1]
         return self.bytes_read - parsed[0]
@@ -186,8 +212,12 @@ class PublicDownload:
                 if attempt > 1:
                     if self._finished():
                         return
-                    log.info("Retrying keyless Drive download of %s from byte %d", self.file_id, self.bytes_read,
-                             extra={"file_id": self.file_id, "offset_bytes": self.bytes_read, "attempt": attempt})
+                    log.info(
+                        "Retrying keyless Drive download of %s from byte %d",
+                        self.file_id,
+                        self.bytes_read,
+                        extra={"file_id": self.file_id, "offset_bytes": self.bytes_read, "attempt": attempt},
+                    )
                 response = await self._open()
                 skip_bytes = self._bytes_to_skip(response)
                 if self.content_type is None and "Content-Type" in response.headers:
@@ -201,8 +231,9 @@ class PublicDownload:
                     self.bytes_read += len(chunk)
                     yield chunk
                 if skip_bytes or (self._total_bytes is not None and self.bytes_read < self._total_bytes):
-                    raise SourceError("The download ended early.", reason=TRUNCATED, status=response.status,
-                                      transient=True)
+                    raise SourceError(
+                        "The download ended early.", reason=TRUNCATED, status=response.status, transient=True
+                    )
                 return
             except SourceError as error:
                 failure = error

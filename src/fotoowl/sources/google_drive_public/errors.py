@@ -54,5 +54,10 @@ def http_error(status: int, headers: Mapping[str, str], what: str) -> SourceErro
     """An HTTP error answer that carried no page worth reading."""
     transient = status in _RETRYABLE_STATUSES
     reason = RATE_LIMITED if status == 429 else (NOT_FOUND if status == 404 else f"http{status}")
-    return SourceError(f"Google Drive answered HTTP {status} to {what}.", reason=reason, status=status,
-                       transient=transient, retry_after_s=_parse_retry_after(headers.get("Retry-After")))
+    return SourceError(
+        f"Google Drive answered HTTP {status} to {what}.",
+        reason=reason,
+        status=status,
+        transient=transient,
+        retry_after_s=_parse_retry_after(headers.get("Retry-After")),
+    )

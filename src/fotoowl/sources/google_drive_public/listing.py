@@ -44,8 +44,13 @@ _GENERIC_TYPES = frozenset({"", GENERIC_TYPE, "binary/octet-stream", "applicatio
 # The standard library's own table (not the machine's mime.types), so a name means the same everywhere;
 # the image formats it lacks are added.
 _TYPES = mimetypes.MimeTypes()
-for _suffix, _image_type in ((".webp", "image/webp"), (".jxl", "image/jxl"), (".heif", "image/heif"),
-                             (".heic", "image/heic"), (".avif", "image/avif")):
+for _suffix, _image_type in (
+    (".webp", "image/webp"),
+    (".jxl", "image/jxl"),
+    (".heif", "image/heif"),
+    (".heic", "image/heic"),
+    (".avif", "image/avif"),
+):
     _TYPES.add_type(_image_type, _suffix)
 
 
@@ -69,20 +74,32 @@ async def read_folder(fetcher: PublicFetcher, folder_id: str, resource_key: str 
         if status == 404:
             raise PublicFolderNotAccessible(MISSING_MESSAGE, reason=NOT_FOUND, status=status)
         if body is None:
-            raise SourceError("Google Drive answered a folder page too large to be one.", reason=UNEXPECTED_HTML,
-                              status=status, transient=True)
+            raise SourceError(
+                "Google Drive answered a folder page too large to be one.",
+                reason=UNEXPECTED_HTML,
+                status=status,
+                transient=True,
+            )
         # Parsing a page of thousands of entries takes a while: off the event loop, which streams bytes.
         answer = await asyncio.to_thread(read_folder_answer, body.decode(charset, "replace"))
         if answer == "captcha":
-            raise SourceError("Google Drive answered with a captcha: this address sent it too many requests.",
-                              reason=CAPTCHA, status=status, transient=True)
+            raise SourceError(
+                "Google Drive answered with a captcha: this address sent it too many requests.",
+                reason=CAPTCHA,
+                status=status,
+                transient=True,
+            )
         if answer == "sign_in" or status in (401, 403):
             raise PublicFolderNotAccessible(NOT_SHARED_MESSAGE, reason=NOT_SHARED, status=status)
         if status != 200:
             raise http_error(status, headers, "a folder page")
         if answer is None:
-            raise SourceError("Google Drive answered something other than a folder page.", reason=UNEXPECTED_HTML,
-                              status=status, transient=True)
+            raise SourceError(
+                "Google Drive answered something other than a folder page.",
+                reason=UNEXPECTED_HTML,
+                status=status,
+                transient=True,
+            )
         return answer
 
     return await fetcher.retrying("folder page", folder_id, once)
@@ -98,12 +115,26 @@ def to_entry(item: ListedItem, folder_path: str) -> Entry | Skipped:
     if item.kind == "native" or icon.startswith(GOOGLE_APPS_PREFIX):
         mime_type = icon if icon.startswith(GOOGLE_APPS_PREFIX) else (item.native_type or GOOGLE_APPS_PREFIX)
         kind = mime_type.removeprefix(GOOGLE_APPS_PREFIX) or "file"
-        return Skipped(item.id, item.title, folder_path, mime_type, "google_native",
-                       f"A Google {kind}: Docs, Sheets, Slides and other Google-native files have no image to copy.")
+        return Skipped(
+            item.id,
+            item.title,
+            folder_path,
+            mime_type,
+            "google_native",
+            f"A Google {kind}: Docs, Sheets, Slides and other Google-native files have no image to copy.",
+        )
 
     def entry(mime_type: str) -> Entry:
-        return Entry(source_id=item.id, name=item.title, folder_path=folder_path, mime_type=mime_type,
-                     size_bytes=None, checksum=None, checksum_kind=None, locator=item.resource_key)
+        return Entry(
+            source_id=item.id,
+            name=item.title,
+            folder_path=folder_path,
+            mime_type=mime_type,
+            size_bytes=None,
+            checksum=None,
+            checksum_kind=None,
+            locator=item.resource_key,
+        )
 
     def not_image(mime_type: str) -> Skipped:
         return Skipped(item.id, item.title, folder_path, mime_type, "not_image", f"Not an image (type {mime_type}).")
@@ -134,8 +165,9 @@ class _PendingFolder:
     parent_path: str
 
 
-async def walk_folders(fetcher: PublicFetcher, root_id: str, root_key: str | None, *,
-                       recursive: bool) -> AsyncIterator[list[Entry | Skipped]]:
+async def walk_folders(
+    fetcher: PublicFetcher, root_id: str, root_key: str | None, *, recursive: bool
+) -> AsyncIterator[list[Entry | Skipped]]:
     """Per folder, its entries and skips (empty folders yield nothing), breadth first.
 
     Each folder is read once even when pages link to it again (a loop); each file is listed once even
@@ -152,16 +184,27 @@ async def walk_folders(fetcher: PublicFetcher, root_id: str, root_key: str | Non
         except PublicFolderNotAccessible as error:
             if folder.id == root_id:
                 raise
-            yield [Skipped(folder.id, folder.name, folder.parent_path, FOLDER_MIME_TYPE, "folder_not_accessible",
-                           f"This subfolder cannot be read: {error}")]
+            yield [
+                Skipped(
+                    folder.id,
+                    folder.name,
+                    folder.parent_path,
+                    FOLDER_MIME_TYPE,
+                    "folder_not_accessible",
+                    f"This subfolder cannot be read: {error}",
+                )
+            ]
             continue
         batch: list[Entry | Skipped] = []
         for item in page.items:
             if item.kind == "folder":
                 if recursive and item.id not in visited:
                     visited.add(item.id)
-                    pending.append(_PendingFolder(item.id, item.resource_key, item.title,
-                                                  _join_path(folder.path, item.title), folder.path))
+                    pending.append(
+                        _PendingFolder(
+                            item.id, item.resource_key, item.title, _join_path(folder.path, item.title), folder.path
+                        )
+                    )
                 continue
             if item.id in seen_files:
                 continue

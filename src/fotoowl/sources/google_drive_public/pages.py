@@ -19,7 +19,12 @@ from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit, urlun
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 __all__ = [
-    "DownloadPage", "FolderPage", "ListedItem", "parse_folder_page", "read_download_page", "read_folder_answer",
+    "DownloadPage",
+    "FolderPage",
+    "ListedItem",
+    "parse_folder_page",
+    "read_download_page",
+    "read_folder_answer",
     "read_html",
 ]
 
@@ -187,9 +192,16 @@ def _folder_page(doc: LexborHTMLParser) -> FolderPage | None:
         if item_id in seen or (has_blocks and block is None):
             continue
         seen.add(item_id)
-        items.append(ListedItem(kind=kind, id=item_id, title=_title_of(block, anchor),
-                                icon_type=_icon_of(block if block is not None else anchor),
-                                resource_key=key, native_type=native_type))
+        items.append(
+            ListedItem(
+                kind=kind,
+                id=item_id,
+                title=_title_of(block, anchor),
+                icon_type=_icon_of(block if block is not None else anchor),
+                resource_key=key,
+                native_type=native_type,
+            )
+        )
     return FolderPage(title=title, items=tuple(items))
 
 
@@ -274,8 +286,9 @@ def read_download_page(html: str, base_url: str) -> DownloadPage:
         both = f"{caption} {subcaption}".lower()
         if any(p in both for p in _MISSING_PHRASES) and not any(p in both for p in _QUOTA_PHRASES):
             return DownloadPage("missing", caption or subcaption)
-        return DownloadPage("quota", subcaption or caption or "Too many users have viewed or downloaded this file "
-                            "recently.")
+        return DownloadPage(
+            "quota", subcaption or caption or "Too many users have viewed or downloaded this file recently."
+        )
     kind = page_kind(doc)
     title = _text(doc.css_first("title"))
     if kind is not None:

@@ -34,8 +34,13 @@ DEFAULT_PUBLIC_BURST = 4
 PUBLIC_PACER_KEY = "fotoowl:pacer:drive-public"
 
 
-def public_pacer(redis: aioredis.Redis, *, rate_per_s: float = DEFAULT_PUBLIC_RATE_PER_S,
-                 burst: int = DEFAULT_PUBLIC_BURST, key: str = PUBLIC_PACER_KEY) -> RedisPacer:
+def public_pacer(
+    redis: aioredis.Redis,
+    *,
+    rate_per_s: float = DEFAULT_PUBLIC_RATE_PER_S,
+    burst: int = DEFAULT_PUBLIC_BURST,
+    key: str = PUBLIC_PACER_KEY,
+) -> RedisPacer:
     """The keyless reader's pace, shared through Redis by every worker process (its own bucket, apart from
     any API key's: the two are limited by Google separately)."""
     return RedisPacer(redis, key, rate_per_s, burst)
@@ -60,10 +65,18 @@ class DrivePublicSource:
         connect_timeout_s: float = 15.0,
         user_agent: str = DEFAULT_USER_AGENT,
     ) -> None:
-        self.fetcher = PublicFetcher(session, pacer=pacer, page_url=page_url, download_url=download_url,
-                                     max_tries=max_tries, backoff_base_s=backoff_base_s, backoff_cap_s=backoff_cap_s,
-                                     read_timeout_s=read_timeout_s, connect_timeout_s=connect_timeout_s,
-                                     user_agent=user_agent)
+        self.fetcher = PublicFetcher(
+            session,
+            pacer=pacer,
+            page_url=page_url,
+            download_url=download_url,
+            max_tries=max_tries,
+            backoff_base_s=backoff_base_s,
+            backoff_cap_s=backoff_cap_s,
+            read_timeout_s=read_timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            user_agent=user_agent,
+        )
 
     def __repr__(self) -> str:
         return f"DrivePublicSource({self.fetcher!r})"
@@ -82,7 +95,19 @@ class DrivePublicSource:
         async for batch in walk_folders(self.fetcher, link.folder_id, link.key, recursive=recursive):
             yield batch
 
-    def open(self, link: FolderLink, entry_id: str, *, locator: str | None, expected_size_bytes: int | None,
-             chunk_size_bytes: int) -> PublicDownload:
-        return PublicDownload(self.fetcher, entry_id, resource_key=locator, chunk_size_bytes=chunk_size_bytes,
-                              expected_size_bytes=expected_size_bytes)
+    def open(
+        self,
+        link: FolderLink,
+        entry_id: str,
+        *,
+        locator: str | None,
+        expected_size_bytes: int | None,
+        chunk_size_bytes: int,
+    ) -> PublicDownload:
+        return PublicDownload(
+            self.fetcher,
+            entry_id,
+            resource_key=locator,
+            chunk_size_bytes=chunk_size_bytes,
+            expected_size_bytes=expected_size_bytes,
+        )

@@ -123,13 +123,16 @@ class PublicFetcher:
         """
         for _hop in range(MAX_REDIRECTS + 1):
             if not self.allowed(url):
-                raise SourceError(f"Google Drive sent fotoowl to an unexpected host ({url.host or 'none'}).",
-                                  reason=UNEXPECTED_REDIRECT)
+                raise SourceError(
+                    f"Google Drive sent fotoowl to an unexpected host ({url.host or 'none'}).",
+                    reason=UNEXPECTED_REDIRECT,
+                )
             if self.pacer is not None:
                 await self.pacer.acquire()
             try:
-                response = await self._session.get(url, headers={**self._headers, **(headers or {})},
-                                                   allow_redirects=False, timeout=self._timeout)
+                response = await self._session.get(
+                    url, headers={**self._headers, **(headers or {})}, allow_redirects=False, timeout=self._timeout
+                )
             except _TRANSPORT_ERRORS as exc:
                 DRIVE_REQUESTS.labels(kind, "error").inc()
                 raise self.transport_error(exc) from None
@@ -142,11 +145,16 @@ class PublicFetcher:
             if target is not None and (target.host or "").lower() == SIGN_IN_HOST:
                 raise SourceError("Google Drive asks to sign in.", reason=SIGN_IN, status=status)
             if target is not None and _is_google_sorry(target):
-                raise SourceError("Google Drive answered with a captcha: this address sent it too many requests.",
-                                  reason=CAPTCHA, status=status, transient=True)
+                raise SourceError(
+                    "Google Drive answered with a captcha: this address sent it too many requests.",
+                    reason=CAPTCHA,
+                    status=status,
+                    transient=True,
+                )
             if target is None:
-                raise SourceError("Google Drive sent a redirect without a usable address.",
-                                  reason=UNEXPECTED_REDIRECT, status=status)
+                raise SourceError(
+                    "Google Drive sent a redirect without a usable address.", reason=UNEXPECTED_REDIRECT, status=status
+                )
             url = target
         raise SourceError("Too many redirects from Google Drive.", reason=TOO_MANY_REDIRECTS)
 
@@ -183,10 +191,24 @@ class PublicFetcher:
             raise error
         delay_s = self.backoff_s(attempt, error.retry_after_s)
         DRIVE_RETRIES.labels(error.reason or "unknown").inc()
-        log.warning("keyless Drive %s for %s failed (%s %s, attempt %d); retrying in %.2f s%s", what, item_id,
-                    error.status, error.reason, attempt, delay_s, pace,
-                    extra={"drive_kind": what, "file_id": item_id, "status": error.status, "reason": error.reason,
-                           "attempt": attempt, "delay_s": round(delay_s, 3)})
+        log.warning(
+            "keyless Drive %s for %s failed (%s %s, attempt %d); retrying in %.2f s%s",
+            what,
+            item_id,
+            error.status,
+            error.reason,
+            attempt,
+            delay_s,
+            pace,
+            extra={
+                "drive_kind": what,
+                "file_id": item_id,
+                "status": error.status,
+                "reason": error.reason,
+                "attempt": attempt,
+                "delay_s": round(delay_s, 3),
+            },
+        )
         await asyncio.sleep(delay_s)
 
     async def retrying(self, what: str, item_id: str, attempt_once: Callable[[], Awaitable[T]]) -> T:

@@ -41,9 +41,15 @@ class PublicDriveEmulator(PublicTree):
     answer; `captchas` counts captcha answers (injected or for going over `captcha_over_per_s`).
     """
 
-    def __init__(self, *, seed: int = 0, scan_threshold_bytes: int = DEFAULT_SCAN_THRESHOLD_BYTES,
-                 captcha_over_per_s: float | None = None, download_base_url: str | None = None,
-                 latency_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        scan_threshold_bytes: int = DEFAULT_SCAN_THRESHOLD_BYTES,
+        captcha_over_per_s: float | None = None,
+        download_base_url: str | None = None,
+        latency_s: float = 0.0,
+    ) -> None:
         super().__init__(seed=seed)
         self.scan_threshold_bytes = scan_threshold_bytes
         # Where the virus-scan form submits to; None = the address that served the form.
@@ -76,8 +82,9 @@ class PublicDriveEmulator(PublicTree):
         self.range_headers.clear()
         self.captchas = 0
 
-    def inject(self, target_id: str | None, fault: PublicFault, *, times: int | None = 1,
-               on: PublicFaultOn = "download") -> None:
+    def inject(
+        self, target_id: str | None, fault: PublicFault, *, times: int | None = 1, on: PublicFaultOn = "download"
+    ) -> None:
         """Apply `fault` to the next `times` matching requests (None: all of them); `target_id` is the
         folder for pages and the file for downloads, None any."""
         self._fault_rules.append(_PublicFaultRule(fault, target_id, on, times))
@@ -210,8 +217,11 @@ class PublicDriveEmulator(PublicTree):
         range_header = request.headers.get("Range")
         self.range_headers.append((item.id, range_header))
         fault = self._take_fault("download", item.id, body_stage=True)
-        headers = {"Content-Type": item.mime_type, "Content-Disposition": self._disposition(item.name),
-                   "Accept-Ranges": "bytes"}
+        headers = {
+            "Content-Type": item.mime_type,
+            "Content-Disposition": self._disposition(item.name),
+            "Accept-Ranges": "bytes",
+        }
         start, end, status = 0, size_bytes, 200
         if range_header is not None and not (fault is not None and fault.kind == "ignore_range"):
             byte_range = parse_range(range_header, size_bytes)

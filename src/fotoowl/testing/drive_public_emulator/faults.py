@@ -13,8 +13,18 @@ PublicFaultOn = Literal["page", "download", "any"]
 class PublicFault:
     """One misbehaviour. Build with the class methods; `kind` says which stage applies it."""
 
-    kind: Literal["status", "captcha", "sorry_redirect", "sign_in", "latency", "drop", "reset", "truncate",
-                  "ignore_range", "html_instead"]
+    kind: Literal[
+        "status",
+        "captcha",
+        "sorry_redirect",
+        "sign_in",
+        "latency",
+        "drop",
+        "reset",
+        "truncate",
+        "ignore_range",
+        "html_instead",
+    ]
     status: int = 0
     retry_after_s: float | None = None
     after_bytes: int = 0

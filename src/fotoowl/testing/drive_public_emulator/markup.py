@@ -35,8 +35,10 @@ def _entry(item: PublicItem) -> str:
     type_path = escape(item.mime_type, quote=True)
     # Images get a rendered thumbnail in the grid card; the list icon always names the type.
     if item.kind == "file" and item.mime_type.startswith("image/"):
-        visual = (f'<div class="flip-entry-thumb"><img src="https://lh3.googleusercontent.com/fife/{item.id}=s190" '
-                  f'alt="Image"/></div>')
+        visual = (
+            f'<div class="flip-entry-thumb"><img src="https://lh3.googleusercontent.com/fife/{item.id}=s190" '
+            f'alt="Image"/></div>'
+        )
     else:
         visual = f'<div class="flip-entry-icon"><img src="{ICON_HOST}/128/type/{type_path}" alt=""/></div>'
     return (
@@ -106,20 +108,27 @@ def quota_page() -> str:
 
 
 def file_not_found_page() -> str:
-    return _error_page("Google Drive - Page Not Found", "Sorry, the file you have requested does not exist.",
-                       "Make sure that you have the correct URL and that the file exists.")
+    return _error_page(
+        "Google Drive - Page Not Found",
+        "Sorry, the file you have requested does not exist.",
+        "Make sure that you have the correct URL and that the file exists.",
+    )
 
 
 def folder_not_found_page() -> str:
-    return ("<!DOCTYPE html><html lang=en><meta charset=utf-8><title>Error 404 (Not Found)!!1</title>"
-            "<p><b>404.</b> <ins>That&#8217;s an error.</ins><p>The requested URL was not found on this server. "
-            "<ins>That&#8217;s all we know.</ins>")
+    return (
+        "<!DOCTYPE html><html lang=en><meta charset=utf-8><title>Error 404 (Not Found)!!1</title>"
+        "<p><b>404.</b> <ins>That&#8217;s an error.</ins><p>The requested URL was not found on this server. "
+        "<ins>That&#8217;s all we know.</ins>"
+    )
 
 
 def server_error_page(status: int) -> str:
-    return (f"<!DOCTYPE html><html lang=en><meta charset=utf-8><title>Error {status} (Server Error)!!1</title>"
-            f"<p><b>{status}.</b> <ins>That&#8217;s an error.</ins><p>The server encountered an error. "
-            "<ins>That&#8217;s all we know.</ins>")
+    return (
+        f"<!DOCTYPE html><html lang=en><meta charset=utf-8><title>Error {status} (Server Error)!!1</title>"
+        f"<p><b>{status}.</b> <ins>That&#8217;s an error.</ins><p>The server encountered an error. "
+        "<ins>That&#8217;s all we know.</ins>"
+    )
 
 
 def captcha_page(url: str, client_ip: str) -> str:
@@ -127,7 +136,7 @@ def captcha_page(url: str, client_ip: str) -> str:
     shown = escape(url, quote=True)
     return (
         '<html><head><meta http-equiv="content-type" content="text/html; charset=utf-8">'
-        f"<title>{shown}</title></head><body style=\"margin:0;padding:0\"><div style=\"max-width:400px\">"
+        f'<title>{shown}</title></head><body style="margin:0;padding:0"><div style="max-width:400px">'
         '<form id="captcha-form" action="index" method="post">'
         '<script src="https://www.google.com/recaptcha/api.js" async defer></script>'
         '<div id="recaptcha" class="g-recaptcha" data-sitekey="6LfwuyUTAAAAAOAmoS0fdqijC2PbbdH4kjq62Y1b"></div>'

@@ -59,16 +59,31 @@ class PublicTree:
             return "0-" + "".join(self._rng.choice(_ID_ALPHABET) for _ in range(22))
         return resource_key or None
 
-    def _add(self, parent_id: str | None, name: str, kind: Literal["folder", "file", "native"], mime_type: str,
-             *, resource_key: str | bool | None = None, shared: bool = True) -> PublicItem:
+    def _add(
+        self,
+        parent_id: str | None,
+        name: str,
+        kind: Literal["folder", "file", "native"],
+        mime_type: str,
+        *,
+        resource_key: str | bool | None = None,
+        shared: bool = True,
+    ) -> PublicItem:
         if parent_id is not None and self.items.get(parent_id, None) is None:
             raise KeyError(f"unknown parent {parent_id}")
         if parent_id is not None and self.items[parent_id].kind != "folder":
             raise ValueError("only folders hold items")
         self._ticks += 1
-        item = PublicItem(id=self.new_id(), name=name, kind=kind, parent_id=parent_id, mime_type=mime_type,
-                          modified=_EPOCH + timedelta(hours=self._ticks), resource_key=self._resource_key(resource_key),
-                          shared=shared)
+        item = PublicItem(
+            id=self.new_id(),
+            name=name,
+            kind=kind,
+            parent_id=parent_id,
+            mime_type=mime_type,
+            modified=_EPOCH + timedelta(hours=self._ticks),
+            resource_key=self._resource_key(resource_key),
+            shared=shared,
+        )
         self.items[item.id] = item
         if parent_id is not None:
             self._children.setdefault(parent_id, []).append(item.id)
@@ -76,24 +91,43 @@ class PublicTree:
 
     # -- building ------------------------------------------------------------------------------------
 
-    def add_folder(self, parent_id: str | None, name: str, *, shared: bool = True,
-                   resource_key: str | bool | None = None) -> str:
+    def add_folder(
+        self, parent_id: str | None, name: str, *, shared: bool = True, resource_key: str | bool | None = None
+    ) -> str:
         """A folder; `shared=False` makes it (and all under it) ask anonymous visitors to sign in."""
         return self._add(parent_id, name, "folder", FOLDER_MIME_TYPE, resource_key=resource_key, shared=shared).id
 
-    def add_image(self, parent_id: str | None, name: str, *, fmt: str = "jpeg", width: int | None = None,
-                  height: int | None = None, size_bytes: int | None = None, mime_type: str | None = None,
-                  resource_key: str | bool | None = None, image_seed: int | None = None) -> str:
+    def add_image(
+        self,
+        parent_id: str | None,
+        name: str,
+        *,
+        fmt: str = "jpeg",
+        width: int | None = None,
+        height: int | None = None,
+        size_bytes: int | None = None,
+        mime_type: str | None = None,
+        resource_key: str | bool | None = None,
+        image_seed: int | None = None,
+    ) -> str:
         """A generated image; `size_bytes` pads it (never shrinks it) to at least that size."""
         item = self._add(parent_id, name, "file", mime_type or FORMAT_MIME_TYPES[fmt], resource_key=resource_key)
         seed = self._rng.getrandbits(32) if image_seed is None else image_seed
-        head = partial(render_image, fmt, width or self._rng.randint(32, 200), height or self._rng.randint(32, 200),
-                       seed)
+        head = partial(
+            render_image, fmt, width or self._rng.randint(32, 200), height or self._rng.randint(32, 200), seed
+        )
         item.content = Content(head, min_size_bytes=size_bytes or 0, pad_seed=seed)
         return item.id
 
-    def add_file(self, parent_id: str | None, name: str, mime_type: str, content: bytes | Content = b"", *,
-                 resource_key: str | bool | None = None) -> str:
+    def add_file(
+        self,
+        parent_id: str | None,
+        name: str,
+        mime_type: str,
+        content: bytes | Content = b"",
+        *,
+        resource_key: str | bool | None = None,
+    ) -> str:
         """A file with exactly these bytes (or a Content)."""
         item = self._add(parent_id, name, "file", mime_type, resource_key=resource_key)
         item.content = content if isinstance(content, Content) else Content.from_bytes(content)

@@ -33,8 +33,14 @@ async def _serve(app: web.Application, host: str, port: int) -> tuple[web.AppRun
     return runner, f"http://{shown_host}:{runner.addresses[0][1]}"
 
 
-async def start_emulator(emu: PublicDriveEmulator, host: str = "127.0.0.1", port: int = 0, *,
-                         separate_download: bool = False, download_port: int = 0) -> PublicEmulatorServer:
+async def start_emulator(
+    emu: PublicDriveEmulator,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    separate_download: bool = False,
+    download_port: int = 0,
+) -> PublicEmulatorServer:
     """Serve `emu`; with `separate_download` the downloads get an address of their own (and the folder
     pages' address serves none), and the virus-scan form points there."""
     if not separate_download:
@@ -51,8 +57,9 @@ async def start_emulator(emu: PublicDriveEmulator, host: str = "127.0.0.1", port
 
 
 @asynccontextmanager
-async def running_emulator(emu: PublicDriveEmulator, host: str = "127.0.0.1", port: int = 0, *,
-                           separate_download: bool = False) -> AsyncIterator[PublicEmulatorServer]:
+async def running_emulator(
+    emu: PublicDriveEmulator, host: str = "127.0.0.1", port: int = 0, *, separate_download: bool = False
+) -> AsyncIterator[PublicEmulatorServer]:
     server = await start_emulator(emu, host, port, separate_download=separate_download)
     try:
         yield server

@@ -87,8 +87,9 @@ class DropboxEmulator(DropboxTree):
 
     def count(self, route: str, path: str | None = None) -> int:
         """Requests to `route` (for `path`, case-insensitive; all paths when None)."""
-        return sum(n for (r, p), n in self.requests.items()
-                   if r == route and (path is None or p.lower() == path.lower()))
+        return sum(
+            n for (r, p), n in self.requests.items() if r == route and (path is None or p.lower() == path.lower())
+        )
 
     def reset_counters(self) -> None:
         self.requests.clear()
@@ -104,8 +105,9 @@ class DropboxEmulator(DropboxTree):
 
     # -- faults --------------------------------------------------------------------------------------
 
-    def inject(self, path: str | None, fault: DropboxFault, *, times: int | None = 1,
-               route: DropboxRoute = "download") -> None:
+    def inject(
+        self, path: str | None, fault: DropboxFault, *, times: int | None = 1, route: DropboxRoute = "download"
+    ) -> None:
         """Apply `fault` to the next `times` matching requests (None: all). `path` is the API path asked
         for (a folder for list/continue, a file for download); None matches any."""
         self._fault_rules.append(_DropboxFaultRule(fault, path, route, times))
@@ -175,8 +177,9 @@ class DropboxEmulator(DropboxTree):
         if self.quota_per_s is None:
             return None
         now_s = time.monotonic()
-        self._quota_tokens = min(self.quota_per_s,
-                                 self._quota_tokens + (now_s - self._quota_updated_s) * self.quota_per_s)
+        self._quota_tokens = min(
+            self.quota_per_s, self._quota_tokens + (now_s - self._quota_updated_s) * self.quota_per_s
+        )
         self._quota_updated_s = now_s
         if self._quota_tokens < 1.0:
             self.rate_limited += 1
@@ -195,8 +198,9 @@ class DropboxEmulator(DropboxTree):
         link = self.find_link(url)
         if link is None:
             return route_error("shared_link_not_found")
-        if link.password is not None and not (isinstance(password, str) and hmac.compare_digest(password,
-                                                                                                 link.password)):
+        if link.password is not None and not (
+            isinstance(password, str) and hmac.compare_digest(password, link.password)
+        ):
             return route_error("shared_link_access_denied")
         return link
 
@@ -289,8 +293,11 @@ class DropboxEmulator(DropboxTree):
         offset = cursor.offset + len(page_ids)
         token = secrets.token_urlsafe(32)
         self._cursors[token] = _ListingCursor(cursor.link_id, cursor.path, cursor.child_ids, offset, cursor.limit)
-        body = {"entries": [self.metadata(n) for n in nodes], "cursor": token,
-                "has_more": offset < len(cursor.child_ids)}
+        body = {
+            "entries": [self.metadata(n) for n in nodes],
+            "cursor": token,
+            "has_more": offset < len(cursor.child_ids),
+        }
         return web.json_response(body)
 
     async def _handle_metadata(self, request: web.Request) -> web.StreamResponse:
@@ -326,8 +333,10 @@ class DropboxEmulator(DropboxTree):
             return refusal
         self.api_args.append(raw)
         if not isinstance(arg, dict):
-            return bad_request(route, 'Bad HTTP "Dropbox-API-Arg" header: expected ASCII JSON (escape non-ASCII '
-                                      "characters as \\uXXXX).")
+            return bad_request(
+                route,
+                'Bad HTTP "Dropbox-API-Arg" header: expected ASCII JSON (escape non-ASCII characters as \\uXXXX).',
+            )
         if (failure := await self._request_fault(request, "download", path or "")) is not None:
             return failure
         link = self._open_link(arg.get("url"), arg.get("link_password"))

@@ -42,8 +42,9 @@ async def serve_content(
     if range_header is not None and not (fault is not None and fault.kind == "ignore_range"):
         byte_range = parse_range(range_header, size_bytes)
         if byte_range is None:
-            return web.Response(status=416, text="Requested Range Not Satisfiable",
-                                headers={"Content-Range": f"bytes */{size_bytes}"})
+            return web.Response(
+                status=416, text="Requested Range Not Satisfiable", headers={"Content-Range": f"bytes */{size_bytes}"}
+            )
         start, end = byte_range
         status = 206
         headers = {**headers, "Content-Range": f"bytes {start}-{end - 1}/{size_bytes}"}

@@ -27,8 +27,9 @@ def route_error(*tags: str, status: int = 409, headers: Mapping[str, str] | None
 
 def bad_request(route: str, message: str) -> web.Response:
     """Dropbox's 400: plain text naming the route, for calls that are malformed rather than refused."""
-    return web.Response(status=400, text=f'Error in call to API function "{route}": {message}',
-                        content_type="text/plain")
+    return web.Response(
+        status=400, text=f'Error in call to API function "{route}": {message}', content_type="text/plain"
+    )
 
 
 def auth_error() -> web.Response:

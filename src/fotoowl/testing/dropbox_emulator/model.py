@@ -32,8 +32,9 @@ def block_content_hash(content: Content) -> str:
     SHA-256 over the concatenated SHA-256 digests of each 4 MiB block."""
     size_bytes = content.size_bytes
     digests = b"".join(
-        hashlib.sha256(b"".join(content.iter_bytes(start, min(start + _HASH_BLOCK_BYTES, size_bytes),
-                                                   _HASH_BLOCK_BYTES))).digest()
+        hashlib.sha256(
+            b"".join(content.iter_bytes(start, min(start + _HASH_BLOCK_BYTES, size_bytes), _HASH_BLOCK_BYTES))
+        ).digest()
         for start in range(0, size_bytes, _HASH_BLOCK_BYTES)
     )
     return hashlib.sha256(digests).hexdigest()
@@ -116,8 +117,15 @@ class DropboxTree:
         if any(self.nodes[c].name.lower() == name.lower() for c in self._children.get(parent_id or "", [])):
             raise ValueError(f"{name!r} already exists there (Dropbox names are case-insensitive)")
         when = modified or self._next_time()
-        node = DropboxNode("id:" + self._random(_ID_ALPHABET, 22), name, parent_id, is_folder, when, when,
-                           rev="" if is_folder else self._new_rev())
+        node = DropboxNode(
+            "id:" + self._random(_ID_ALPHABET, 22),
+            name,
+            parent_id,
+            is_folder,
+            when,
+            when,
+            rev="" if is_folder else self._new_rev(),
+        )
         self.nodes[node.id] = node
         self._children.setdefault(parent_id or "", []).append(node.id)
         return node
@@ -187,9 +195,16 @@ class DropboxTree:
         if form == "scl":
             link_id = self._random(_LINK_ALPHABET, 21)
             key = self._random(_KEY_ALPHABET, 23) if node.is_folder else node.name
-            link = DropboxSharedLink(node_id, link_id, key, form, node.is_folder,
-                                     rlkey=self._random(_LINK_ALPHABET, 25), password=password,
-                                     extra_query={"st": self._random(_LINK_ALPHABET, 8)})
+            link = DropboxSharedLink(
+                node_id,
+                link_id,
+                key,
+                form,
+                node.is_folder,
+                rlkey=self._random(_LINK_ALPHABET, 25),
+                password=password,
+                extra_query={"st": self._random(_LINK_ALPHABET, 8)},
+            )
         else:
             link_id = self._random(_LINK_ALPHABET, 15)
             key = self._random(_KEY_ALPHABET, 25) if node.is_folder else node.name
