@@ -89,7 +89,9 @@ class AppSettings:
     part_size_bytes: int = 8 * 1024 * 1024
     chunk_size_bytes: int = 1024 * 1024
     batch_size: int = 200
-    lease_s: int = 300
+    # A claim's lease; renewed every third of it while its copies run, so a claim nobody renews (its
+    # job died) comes back within this long even when its worker process lives on.
+    lease_s: int = 120
     max_attempts: int = 3
     # Listing a folder may fail this many times (Drive errors, unexpected ones) before the import fails.
     max_list_attempts: int = 5

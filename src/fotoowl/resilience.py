@@ -51,8 +51,12 @@ _STORAGE_OUTAGE_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowD
 def is_db_outage(exc: BaseException) -> bool:
     if isinstance(exc, _DB_OUTAGES):
         return True
-    # asyncpg reports a connection lost mid-query as an InterfaceError ("connection is closed").
-    return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc).lower()
+    # asyncpg reports a connection lost mid-query as an InterfaceError ("connection is closed"), and a
+    # connection left mid-operation by a crash as an InternalClientError ("another operation is in
+    # progress"): both are the connection's state, not the statement's fault.
+    if isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc).lower():
+        return True
+    return isinstance(exc, asyncpg.exceptions.InternalClientError) and "in progress" in str(exc).lower()
 
 
 def is_redis_outage(exc: BaseException) -> bool:

@@ -41,6 +41,8 @@ log = logging.getLogger("fotoowl.worker")
 QUEUE_NAME = "fotoowl:queue"
 # arq polls every half second; a worker silent for this long is stuck or cut off from Redis.
 POLL_SILENCE_LIMIT_S = 15.0
+# Worker processes sharing a host serve their metrics on consecutive ports from FOTOOWL_WORKER_HTTP_PORT.
+WORKER_HTTP_PORTS = 16
 # Shutdown waits at most this long for Redis (it may be the thing that is down).
 SHUTDOWN_REDIS_TIMEOUT_S = 5.0
 SWEEP_EVERY_S = 5
@@ -183,11 +185,21 @@ async def startup(ctx: dict[str, Any]) -> None:
     if settings.worker_http_port:
         try:
             await stack.enter_async_context(
-                serving(settings.host, settings.worker_http_port, lambda: polling_problem(ctx.get(WORKER)))
+                serving(
+                    settings.host,
+                    settings.worker_http_port,
+                    lambda: polling_problem(ctx.get(WORKER)),
+                    tries=WORKER_HTTP_PORTS,
+                )
             )
         except OSError as exc:
             # Another worker on this host has the port: this one works on, unscraped, and says so.
-            log.error("worker metrics not served: port %d: %s", settings.worker_http_port, exc)
+            log.error(
+                "worker metrics not served: ports %d-%d are taken: %s",
+                settings.worker_http_port,
+                settings.worker_http_port + WORKER_HTTP_PORTS - 1,
+                exc,
+            )
     log.info("worker started", extra={"files_in_flight": settings.files_in_flight})
 
 

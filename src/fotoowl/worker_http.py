@@ -41,13 +41,20 @@ def create_worker_app(problem: Problem) -> web.Application:
 
 
 @asynccontextmanager
-async def serving(host: str, port: int, problem: Problem) -> AsyncIterator[int]:
-    """Serve on `host:port` (0: a free port) until the block ends; yields the port."""
+async def serving(host: str, port: int, problem: Problem, *, tries: int = 1) -> AsyncIterator[int]:
+    """Serve on `host:port` (0: a free port) until the block ends; yields the port. With `tries`, the
+    next ports are tried when it is taken (several workers on one host each get their own)."""
     runner = web.AppRunner(create_worker_app(problem), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
     try:
-        await site.start()
+        for attempt in range(tries):
+            site = web.TCPSite(runner, host, port + attempt if port else 0)
+            try:
+                await site.start()
+                break
+            except OSError:
+                if attempt == tries - 1:
+                    raise
         server = site._server
         sockets = server.sockets if isinstance(server, asyncio.Server) else ()
         bound = int(sockets[0].getsockname()[1]) if sockets else port

@@ -289,6 +289,20 @@ async def record_failure(
     return status
 
 
+async def release_token(pool: asyncpg.Pool, import_id: int, lease_token: uuid.UUID) -> int:
+    """Hand back everything a claim holds, for a claim whose answer never arrived; returns how many."""
+    count: int = await pool.fetchval(
+        """WITH r AS (
+               UPDATE import_items SET status = 'pending', lease_token = NULL, lease_expires_at = NULL,
+                      upload_id = NULL, attempts = greatest(attempts - 1, 0), updated_at = now()
+               WHERE import_id = $1 AND lease_token = $2 AND status = 'in_progress' RETURNING 1)
+           SELECT count(*) FROM r""",
+        import_id,
+        lease_token,
+    )
+    return count
+
+
 async def release(
     pool: asyncpg.Pool, lease_token: uuid.UUID, item_ids: Sequence[int], status: str, *, attempt_spent: bool = False
 ) -> None:

@@ -25,6 +25,7 @@ from fotoowl.pipeline.claims import (
     record_done,
     record_failure,
     release,
+    release_token,
 )
 from fotoowl.pipeline.control import enqueue_transfers
 from fotoowl.pipeline.deps import Deps, folder_link
@@ -108,6 +109,14 @@ async def transfer_import(deps: Deps, import_id: int) -> int:
             items: list[ClaimedItem] = []
             try:
                 items = await with_database(deps.pool, lambda: _claim(deps, import_id, token, room))  # noqa: B023
+            except BaseException:
+                # The claim may have landed with its answer lost: whatever the token holds goes back
+                # now, not when its lease runs out (nothing else would renew it).
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        asyncio.shield(release_token(deps.pool, import_id, token)), RELEASE_TIMEOUT_S
+                    )
+                raise
             finally:
                 deps.claim_room.give_back(room - len(items))
             if items:

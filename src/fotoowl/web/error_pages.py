@@ -7,6 +7,7 @@ import logging
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
+from fotoowl.resilience import is_db_outage, is_redis_outage
 from fotoowl.web.errors import ApiError, Handler, error_body
 from fotoowl.web.templating import render_error
 
@@ -36,7 +37,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         # Allow on a 405 and the like are part of the answer; only the body is ours.
         headers = CIMultiDict((k, v) for k, v in exc.headers.items() if k not in _BODY_HEADERS)
         return error_response(request, exc.status_code, code, message or exc.reason, headers)
-    except Exception:
+    except Exception as exc:
+        if is_db_outage(exc) or is_redis_outage(exc):
+            # Our own service is down for a moment: say so, and when to ask again, instead of a 500.
+            log.warning("answered 503: %s unavailable", type(exc).__name__, extra={"path": request.path})
+            return error_response(
+                request,
+                503,
+                "service_unavailable",
+                "The service is briefly unavailable (its database or queue); try again shortly.",
+                CIMultiDict({"Retry-After": "5"}),
+            )
         log.exception("unhandled error", extra={"path": request.path})
         return error_response(request, 500, "internal_error", "Something went wrong on our side.")
 

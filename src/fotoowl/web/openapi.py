@@ -62,6 +62,7 @@ def build_document(*, auth_required: bool) -> dict[str, Any]:
     for path_item in operations.values():
         for op in path_item.values():
             op["responses"].setdefault("500", response_ref("Internal"))
+            op["responses"].setdefault("503", response_ref("Unavailable"))
     auth_note = "This server requires it." if auth_required else "This server has none set, so they are open."
     # A deep copy: the shared constants above must not change when a caller edits its document.
     return copy.deepcopy(

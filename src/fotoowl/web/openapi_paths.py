@@ -68,6 +68,11 @@ RESPONSES: dict[str, Schema] = {
     "Internal": _error(
         "An unexpected error; details are in the server's log.", "internal_error", "Something went wrong on our side."
     ),
+    "Unavailable": _error(
+        "The server's database or queue is briefly unavailable; `Retry-After` says when to ask again.",
+        "service_unavailable",
+        "The service is briefly unavailable (its database or queue); try again shortly.",
+    ),
 }
 
 
