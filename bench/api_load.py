@@ -34,8 +34,9 @@ async def _timed_get(session: aiohttp.ClientSession, url: str) -> tuple[float, i
     return (time.perf_counter() - started) * 1000, response.status, body
 
 
-async def _loop(session: aiohttp.ClientSession, base: str, import_id: int, phase: str, bounds: LoopBounds,
-                until_finished: bool) -> list[Latency]:
+async def _loop(
+    session: aiohttp.ClientSession, base: str, import_id: int, phase: str, bounds: LoopBounds, until_finished: bool
+) -> list[Latency]:
     images = Latency("GET /images?limit=100", phase, [])
     status = Latency("GET /imports/{id}", phase, [])
     deadline = time.monotonic() + bounds.max_seconds
@@ -52,21 +53,38 @@ async def _loop(session: aiohttp.ClientSession, base: str, import_id: int, phase
     return [images, status]
 
 
-async def run_api_load(children: Children, stack: Stack, manifest: Manifest, *, during: LoopBounds,
-                       idle: LoopBounds, timeout_s: float, separate_workers: int = 0,
-                       overrides: dict[str, str] | None = None) -> ApiLoad:
+async def run_api_load(
+    children: Children,
+    stack: Stack,
+    manifest: Manifest,
+    *,
+    during: LoopBounds,
+    idle: LoopBounds,
+    timeout_s: float,
+    separate_workers: int = 0,
+    overrides: dict[str, str] | None = None,
+) -> ApiLoad:
     """`fotoowl serve` with embedded workers (or with `separate_workers` arq processes doing the import);
     latencies while it imports the folder, then idle (same data)."""
     database_url = await stack.fresh_database("api")
     redis_url = await stack.fresh_redis()
     port = free_port()
-    env = stack.fotoowl_env(database_url=database_url, redis_url=redis_url, prefix="api/",
-                            api_url=manifest.api_url, api_key=manifest.api_key,
-                            overrides={**(overrides or {}), "FOTOOWL_PORT": str(port),
-                                       "FOTOOWL_EMBEDDED_WORKERS": "false" if separate_workers else "true"})
+    env = stack.fotoowl_env(
+        database_url=database_url,
+        redis_url=redis_url,
+        prefix="api/",
+        source_env=manifest.source_env(),
+        overrides={
+            **(overrides or {}),
+            "FOTOOWL_PORT": str(port),
+            "FOTOOWL_EMBEDDED_WORKERS": "false" if separate_workers else "true",
+        },
+    )
     server = await children.spawn("api-serve", [FOTOOWL, "serve", "--port", str(port)], env)
-    workers = [await children.spawn(f"api-worker-{n + 1}", [ARQ, "fotoowl.worker.Settings"], env)
-               for n in range(separate_workers)]
+    workers = [
+        await children.spawn(f"api-worker-{n + 1}", [ARQ, "fotoowl.worker.Settings"], env)
+        for n in range(separate_workers)
+    ]
     base = f"http://127.0.0.1:{port}"
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_peaks([server], stop))
@@ -76,8 +94,9 @@ async def run_api_load(children: Children, stack: Stack, manifest: Manifest, *, 
             await _wait_healthy(session, base, server)
             for worker in workers:
                 await wait_for_log(worker, "worker started", 120)
-            async with session.post(f"{base}/import/google-drive",
-                                    json={"folder_url": manifest.folder_link}) as response:
+            async with session.post(
+                f"{base}/import/google-drive", json={"folder_url": manifest.folder_link}
+            ) as response:
                 response.raise_for_status()
                 import_id = int((await response.json())["import_id"])
             latencies = await _loop(session, base, import_id, "during import", during, until_finished=True)
@@ -93,8 +112,16 @@ async def run_api_load(children: Children, stack: Stack, manifest: Manifest, *, 
             await children.stop(worker)
         await children.stop(server)
     where = f"{separate_workers} separate worker process(es)" if separate_workers else "embedded workers"
-    import_row = Row(f"fotoowl serve, {where} (API load run)", len(manifest.files), manifest.total_bytes,
-                     seconds, ok=not problem, peak_rss_kib=[server.peak_rss_kib], note=problem, kind="fotoowl")
+    import_row = Row(
+        f"fotoowl serve, {where} (API load run)",
+        len(manifest.files),
+        manifest.total_bytes,
+        seconds,
+        ok=not problem,
+        peak_rss_kib=[server.peak_rss_kib],
+        note=problem,
+        kind="fotoowl",
+    )
     return ApiLoad(latencies, import_row, note=where)
 
 

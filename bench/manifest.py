@@ -1,4 +1,4 @@
-"""The JSON manifest the emulator process writes: everything the contenders need about the folder."""
+"""The JSON manifest an emulator process writes: everything the contenders need about the folder."""
 
 from __future__ import annotations
 
@@ -30,10 +30,24 @@ class Manifest:
     latency_s: float
     bandwidth_bytes_per_s: float | None
     files: list[ManifestFile]
+    source: str = "google_drive"  # or "dropbox": which emulator serves it, which FOTOOWL_* settings reach it
+    api_secret: str = ""  # Dropbox: the app secret (api_key is the app key)
 
     @property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
+
+    def source_env(self) -> dict[str, str]:
+        """The FOTOOWL_* settings that point a fotoowl process at this folder's emulator."""
+        if self.source == "dropbox":
+            # One emulator address answers both Dropbox hosts (the RPC one and the content one).
+            return {
+                "FOTOOWL_DROPBOX_APP_KEY": self.api_key,
+                "FOTOOWL_DROPBOX_APP_SECRET": self.api_secret,
+                "FOTOOWL_DROPBOX_API_URL": self.api_url,
+                "FOTOOWL_DROPBOX_CONTENT_URL": self.api_url,
+            }
+        return {"FOTOOWL_GOOGLE_API_KEY": self.api_key, "FOTOOWL_DRIVE_API_URL": self.api_url}
 
     def write(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")

@@ -27,13 +27,18 @@ class NaiveResult:
     copy_seconds: float
 
 
-async def list_files(session: aiohttp.ClientSession, api_url: str, api_key: str, folder_id: str,
-                     path: str = "") -> list[dict[str, Any]]:
+async def list_files(
+    session: aiohttp.ClientSession, api_url: str, api_key: str, folder_id: str, path: str = ""
+) -> list[dict[str, Any]]:
     files: list[dict[str, Any]] = []
     token = None
     while True:
-        params = {"q": f"'{folder_id}' in parents and trashed = false", "key": api_key, "pageSize": "1000",
-                  "fields": "nextPageToken,files(id,name,mimeType,size,md5Checksum)"}
+        params = {
+            "q": f"'{folder_id}' in parents and trashed = false",
+            "key": api_key,
+            "pageSize": "1000",
+            "fields": "nextPageToken,files(id,name,mimeType,size,md5Checksum)",
+        }
         if token:
             params["pageToken"] = token
         async with session.get(f"{api_url}/files", params=params) as response:
@@ -49,8 +54,19 @@ async def list_files(session: aiohttp.ClientSession, api_url: str, api_key: str,
             return files
 
 
-async def run_naive(*, api_url: str, api_key: str, root_id: str, sample_ids: list[str], s3_endpoint_url: str,
-                    bucket: str, key_id: str, secret: str, database_url: str, prefix: str) -> NaiveResult:
+async def run_naive(
+    *,
+    api_url: str,
+    api_key: str,
+    root_id: str,
+    sample_ids: list[str],
+    s3_endpoint_url: str,
+    bucket: str,
+    key_id: str,
+    secret: str,
+    database_url: str,
+    prefix: str,
+) -> NaiveResult:
     """Copy the listed files whose ids are in `sample_ids` (in that order), one at a time."""
     conn = await asyncpg.connect(database_url)
     await conn.execute(
@@ -59,12 +75,23 @@ async def run_naive(*, api_url: str, api_key: str, root_id: str, sample_ids: lis
                created_at timestamptz DEFAULT now())"""
     )
     # The only non-default setting: SeaweedFS wants path-style URLs and no CRC trailers.
-    config = AioConfig(s3={"addressing_style": "path"}, request_checksum_calculation="when_required",
-                       response_checksum_validation="when_required")
+    config = AioConfig(
+        s3={"addressing_style": "path"},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
     try:
-        async with aiohttp.ClientSession() as session, get_session().create_client(
-                "s3", endpoint_url=s3_endpoint_url, aws_access_key_id=key_id, aws_secret_access_key=secret,
-                region_name="us-east-1", config=config) as s3:
+        async with (
+            aiohttp.ClientSession() as session,
+            get_session().create_client(
+                "s3",
+                endpoint_url=s3_endpoint_url,
+                aws_access_key_id=key_id,
+                aws_secret_access_key=secret,
+                region_name="us-east-1",
+                config=config,
+            ) as s3,
+        ):
             started = time.monotonic()
             listed = await list_files(session, api_url, api_key, root_id)
             list_seconds = time.monotonic() - started
@@ -73,15 +100,20 @@ async def run_naive(*, api_url: str, api_key: str, root_id: str, sample_ids: lis
             copied_bytes = 0
             for file_id in sample_ids:
                 f = by_id[file_id]
-                async with session.get(f"{api_url}/files/{file_id}",
-                                       params={"alt": "media", "key": api_key}) as response:
+                async with session.get(
+                    f"{api_url}/files/{file_id}", params={"alt": "media", "key": api_key}
+                ) as response:
                     response.raise_for_status()
                     data = await response.read()
                 key = f"{prefix}{f['path']}{f['name']}"
                 await s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=f["mimeType"])
                 await conn.execute(
                     "INSERT INTO naive_images (drive_id, name, path, size, s3_key) VALUES ($1, $2, $3, $4, $5)",
-                    file_id, f["name"], f["path"], len(data), key,
+                    file_id,
+                    f["name"],
+                    f["path"],
+                    len(data),
+                    key,
                 )
                 copied_bytes += len(data)
             copy_seconds = time.monotonic() - started

@@ -45,7 +45,7 @@ def _stat_fields(pid: int) -> list[str] | None:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     # The command name may contain spaces and parentheses: split after its closing parenthesis.
-    return text[text.rindex(")") + 2:].split()
+    return text[text.rindex(")") + 2 :].split()
 
 
 def tree_cpu_seconds(root_pid: int) -> float | None:
@@ -75,6 +75,18 @@ def tree_cpu_seconds(root_pid: int) -> float | None:
         if node == root_pid:
             total += seconds
     return total
+
+
+def machine_cpu_seconds() -> float | None:
+    """Busy CPU seconds of the whole machine so far (every process, all cores), from /proc/stat."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal ...: all but idle and iowait are busy.
+    ticks = [int(value) for value in fields[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / _TICKS_PER_S
 
 
 def own_cpu_seconds() -> float:
@@ -134,8 +146,12 @@ class Children:
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "wb") as log_file:  # noqa: ASYNC230 - opening a log file is instant
             proc = await asyncio.create_subprocess_exec(
-                *args, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
-                env=dict(env) if env is not None else None, preexec_fn=_die_with_parent,
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                env=dict(env) if env is not None else None,
+                preexec_fn=_die_with_parent,
                 # Own process group: a Ctrl-C reaches only the harness, which stops children in order.
                 start_new_session=True,
             )

@@ -90,8 +90,12 @@ def from_json(data: dict[str, Any]) -> tuple[Results, dict[str, Any]]:
         rows=[Row(**row) for row in raw["rows"]],
         memory=[Row(**row) for row in raw["memory"]],
         scaling=[Row(**row) for row in raw.get("scaling", [])],
-        api=None if api is None else ApiLoad(
+        api=None
+        if api is None
+        else ApiLoad(
             latencies=[Latency(**lat) for lat in api["latencies"]],
-            import_row=Row(**api["import_row"]) if api.get("import_row") else None, note=api.get("note", "")),
+            import_row=Row(**api["import_row"]) if api.get("import_row") else None,
+            note=api.get("note", ""),
+        ),
         notes=list(raw["notes"]),
     ), data["meta"]

@@ -10,7 +10,7 @@ import contextlib
 import itertools
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,31 +61,47 @@ class Stack:
             await client.aclose()
         return url
 
-    def settings(self, *, database_url: str = "", redis_url: str = "", prefix: str = "images/",
-                 files_in_flight: int = 16) -> AppSettings:
-        return AppSettings(database_url=database_url, redis_url=redis_url, s3_endpoint_url=self.s3_endpoint_url,
-                        s3_bucket=self.bucket, s3_prefix=prefix, aws_access_key_id=self.s3_key_id,
-                        aws_secret_access_key=Secret(self.s3_secret), files_in_flight=files_in_flight)
+    def settings(
+        self, *, database_url: str = "", redis_url: str = "", prefix: str = "images/", files_in_flight: int = 16
+    ) -> AppSettings:
+        return AppSettings(
+            database_url=database_url,
+            redis_url=redis_url,
+            s3_endpoint_url=self.s3_endpoint_url,
+            s3_bucket=self.bucket,
+            s3_prefix=prefix,
+            aws_access_key_id=self.s3_key_id,
+            aws_secret_access_key=Secret(self.s3_secret),
+            files_in_flight=files_in_flight,
+        )
 
     def s3_env(self) -> dict[str, str]:
-        return {"AWS_ACCESS_KEY_ID": self.s3_key_id, "AWS_SECRET_ACCESS_KEY": self.s3_secret,
-                "AWS_REGION": "us-east-1"}
+        return {"AWS_ACCESS_KEY_ID": self.s3_key_id, "AWS_SECRET_ACCESS_KEY": self.s3_secret, "AWS_REGION": "us-east-1"}
 
-    def fotoowl_env(self, *, database_url: str, redis_url: str, prefix: str, api_url: str, api_key: str,
-                    overrides: dict[str, str] | None = None) -> dict[str, str]:
-        """The environment of a fotoowl process: defaults for every tuning knob unless overridden."""
+    def fotoowl_env(
+        self,
+        *,
+        database_url: str,
+        redis_url: str,
+        prefix: str,
+        source_env: Mapping[str, str],
+        overrides: dict[str, str] | None = None,
+    ) -> dict[str, str]:
+        """The environment of a fotoowl process: defaults for every tuning knob unless overridden.
+        `source_env` points it at the emulator (Manifest.source_env)."""
         env = {key: value for key, value in os.environ.items() if not key.startswith("FOTOOWL_")}
         env.update(self.s3_env())
-        env.update({
-            "FOTOOWL_DATABASE_URL": database_url,
-            "FOTOOWL_REDIS_URL": redis_url,
-            "FOTOOWL_S3_ENDPOINT_URL": self.s3_endpoint_url,
-            "FOTOOWL_S3_BUCKET": self.bucket,
-            "FOTOOWL_S3_PREFIX": prefix,
-            "FOTOOWL_GOOGLE_API_KEY": api_key,
-            "FOTOOWL_DRIVE_API_URL": api_url,
-            "FOTOOWL_LOG_FORMAT": "text",
-        })
+        env.update(
+            {
+                "FOTOOWL_DATABASE_URL": database_url,
+                "FOTOOWL_REDIS_URL": redis_url,
+                "FOTOOWL_S3_ENDPOINT_URL": self.s3_endpoint_url,
+                "FOTOOWL_S3_BUCKET": self.bucket,
+                "FOTOOWL_S3_PREFIX": prefix,
+                "FOTOOWL_LOG_FORMAT": "text",
+            }
+        )
+        env.update(source_env)
         env.update(overrides or {})
         return env
 
@@ -97,8 +113,9 @@ def running_stack(data_dir: Path) -> Iterator[Stack]:
     with embedded.running(
         lambda: embedded.start_postgres(data_dir / "postgres", durable=False, database="bench"),
         lambda: embedded.start_valkey(data_dir / "valkey", durable=False),
-        lambda: embedded.start_seaweedfs(data_dir / "seaweedfs", bucket=BUCKET, access_key_id=S3_KEY_ID,
-                                         secret_access_key=secret),
+        lambda: embedded.start_seaweedfs(
+            data_dir / "seaweedfs", bucket=BUCKET, access_key_id=S3_KEY_ID, secret_access_key=secret
+        ),
     ) as servers:
         by_name = {server.name: server for server in servers}
         yield Stack(

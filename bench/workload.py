@@ -91,8 +91,12 @@ def tiny(n_images: int, seed: int) -> list[FileSpec]:
     rng = random.Random(seed)
     folders = _folders(max(2, n_images // 2000))
     return [
-        FileSpec(folders[index % len(folders)], f"TINY_{index + 1:07d}.jpg", rng.randint(2 * KIB, 12 * KIB),
-                 rng.randrange(HEAD_VARIANTS))
+        FileSpec(
+            folders[index % len(folders)],
+            f"TINY_{index + 1:07d}.jpg",
+            rng.randint(2 * KIB, 12 * KIB),
+            rng.randrange(HEAD_VARIANTS),
+        )
         for index in range(n_images)
     ]
 
@@ -101,9 +105,15 @@ def photos(n_images: int, seed: int) -> list[FileSpec]:
     """Camera JPEGs just under fotoowl's 8 MiB part size (7-8 MiB): the worst case for buffered bytes."""
     rng = random.Random(seed)
     folders = _folders(max(2, n_images // 2000))
-    return [FileSpec(folders[index % len(folders)], f"DSC_{index + 1:05d}.jpg",
-                     rng.randint(7 * MIB, 8 * MIB - 64 * KIB), rng.randrange(0, HEAD_VARIANTS, 10))
-            for index in range(n_images)]
+    return [
+        FileSpec(
+            folders[index % len(folders)],
+            f"DSC_{index + 1:05d}.jpg",
+            rng.randint(7 * MIB, 8 * MIB - 64 * KIB),
+            rng.randrange(0, HEAD_VARIANTS, 10),
+        )
+        for index in range(n_images)
+    ]
 
 
 def single(size_bytes: int) -> list[FileSpec]:

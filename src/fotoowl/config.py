@@ -74,7 +74,7 @@ class AppSettings:
     dropbox_api_url: str = DEFAULT_DROPBOX_API_URL
     dropbox_content_url: str = DEFAULT_DROPBOX_CONTENT_URL
     # Dropbox documents no number; rate-limit answers halve the pace as for Drive.
-    dropbox_rate_per_s: float = 20.0
+    dropbox_rate_per_s: float = 100.0
     host: str = "127.0.0.1"
     port: int = 8000
     api_token: Secret = field(default_factory=lambda: Secret(""))
