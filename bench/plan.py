@@ -97,7 +97,8 @@ class Plan:
                 "## Setup",
                 "",
                 f"- Workload: {self.images:,} images, {total}, in nested folders (seed {self.seed}); "
-                f"the Drive emulator runs in its own process with {self.latency_s * 1000:.0f} ms added to every request, {bandwidth}.",
+                f"the Drive emulator runs in its own process with {self.latency_s * 1000:.0f} ms added to every "
+                f"request, {bandwidth}.",
                 f"- fotoowl: `arq fotoowl.worker.Settings` processes, {self.in_flight} files in flight each (default); "
                 f"FOTOOWL_* overrides: {env}. The row marked [no thumbnails] sets FOTOOWL_THUMBNAIL_PX=0: a "
                 "diagnostic; the targets are judged on the product defaults. Each import must end with every "
