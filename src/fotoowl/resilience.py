@@ -138,6 +138,7 @@ class OutageGate:
         self._up = asyncio.Event()
         self._up.set()
         self._watching: asyncio.Task[None] | None = None
+        self._probing: asyncio.Future[bool] | None = None
         self.down_since_s: float | None = None
         self.up_since_s = float("-inf")
         self.outages = 0
@@ -159,7 +160,10 @@ class OutageGate:
         `recent_s` ago)? If it is down now, pause."""
         if not self._up.is_set():
             return True
-        if await self._answers():
+        # Every copy in flight fails at once when storage goes: they share one probe, not one each.
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.ensure_future(self._answers())
+        if await asyncio.shield(self._probing):
             return time.monotonic() - self.up_since_s < recent_s
         if self._up.is_set():
             self._up.clear()
@@ -191,5 +195,6 @@ class OutageGate:
         return True
 
     def cancel(self) -> None:
-        if self._watching is not None:
-            self._watching.cancel()
+        for task in (self._watching, self._probing):
+            if task is not None:
+                task.cancel()

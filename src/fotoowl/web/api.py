@@ -70,7 +70,8 @@ def _import_handler(source: str | None) -> Callable[[web.Request], Awaitable[web
 
     async def start_import(request: web.Request) -> web.Response:
         require_token(request)
-        body = parse_body(ImportRequest, await json_object(request))
+        # An unusable link gets the code every unusable link gets, however it was found unusable.
+        body = parse_body(ImportRequest, await json_object(request), value_codes={"folder_url": "invalid_folder_url"})
         row = await submit_import(request, body.folder_url, body.recursive, source=source, password=body.password)
         accepted = ImportAccepted(import_id=row["id"], status=row["status"], status_url=f"/imports/{row['id']}")
         return web.json_response(accepted.body(), status=202, headers={"Location": accepted.status_url})

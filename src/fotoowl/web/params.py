@@ -145,8 +145,11 @@ Body = TypeVar("Body", bound=BaseModel)
 _EXPECTED = {"string_type": "a string", "bool_type": "true or false", "int_type": "a whole number"}
 
 
-def parse_body(model: type[Body], data: dict[str, Any]) -> Body:
-    """The body as `model`, or a 422 in the error shape naming the first field that is wrong."""
+def parse_body(model: type[Body], data: dict[str, Any], *, value_codes: dict[str, str] | None = None) -> Body:
+    """The body as `model`, or a 422 in the error shape naming the first field that is wrong.
+
+    `value_codes`: the code for a field whose value is of the right type but unusable (the caller's
+    own vocabulary, e.g. an unusable link is `invalid_folder_url` wherever it is caught)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -161,6 +164,5 @@ def parse_body(model: type[Body], data: dict[str, Any]) -> Body:
             message = f"'{field}' is longer than {limit} characters."
         else:
             message = f"'{field}' must be {expected}." if expected else f"'{field}': {first['msg']}."
-        # A link that is a string but no usable one is a bad link: the code every unusable link gets.
-        code = "invalid_folder_url" if field == "folder_url" and expected is None else "invalid_field"
+        code = (value_codes or {}).get(field, "invalid_field") if expected is None else "invalid_field"
         raise ApiError(422, code, message) from None
