@@ -32,7 +32,7 @@ T = TypeVar("T")
 FIRST_WAIT_S = 0.5
 LONGEST_WAIT_S = 5.0
 # No single statement of the pipeline comes near this; a try that takes longer met a dead connection.
-DB_OPERATION_TIMEOUT_S = 90.0
+DB_OPERATION_TIMEOUT_S = 20.0
 _LOG_EVERY_S = 10.0
 
 _DB_OUTAGES: tuple[type[BaseException], ...] = (
