@@ -137,7 +137,7 @@ class Servers:
 
     async def start_pg(self) -> None:
         self.pg = await self._launch(
-            lambda: embedded.start_postgres(self.data_dir / "postgres", durable=False, database="chaos")
+            lambda: embedded.start_postgres(self.data_dir / "postgres", durable=True, database="chaos")
         )
         self.pg_proxy.retarget(HOST, _port(self.pg.url))
 

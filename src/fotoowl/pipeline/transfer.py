@@ -36,6 +36,8 @@ from fotoowl.statuses import ImportStatus, ItemStatus
 
 log = logging.getLogger("fotoowl.pipeline.transfer")
 
+# Stored copies wait at most this long to be recorded.
+FLUSH_EVERY_S = 1.0
 # How long a hand-back on the way out may take before the leases are left to expire instead.
 RELEASE_TIMEOUT_S = 10.0
 
@@ -225,7 +227,7 @@ async def _transfer_batch(
         task.add_done_callback(_giving_back([give_place]))
         tasks[task] = item.id
     watcher = asyncio.create_task(_watch(deps, import_id, token, set(tasks)))
-    flush_at = time.monotonic() + 1.0
+    flush_at = time.monotonic() + FLUSH_EVERY_S
     moved = 0
 
     async def flush() -> int:
@@ -258,25 +260,33 @@ async def _transfer_batch(
         return moved
 
     try:
-        for next_done in asyncio.as_completed(list(tasks)):
-            try:
-                result = await next_done
-            except asyncio.CancelledError:
-                if watcher.done() and not watcher.cancelled() and isinstance(watcher.exception(), ImportCancelled):
-                    break
-                raise
-            unfinished.discard(result.item_id)
-            if isinstance(result, Copied):
-                pending_results.append(result)
-            elif isinstance(result, CopyPaused):
-                await with_database(pool, partial(release, pool, token, [result.item_id], ItemStatus.PENDING))
-            else:
-                await with_database(
-                    pool, partial(record_failure, pool, import_id, token, result, settings, attempts[result.item_id])
-                )
-            if len(pending_results) >= 50 or time.monotonic() >= flush_at:
+        # Copies are recorded at least every second even while a sibling copy is still running (or
+        # hangs): a file that is stored is recorded, whatever the rest of its batch does.
+        waiting: set[asyncio.Task[Copied | CopyFailed | CopyPaused]] = set(tasks)
+        cancelled = False
+        while waiting and not cancelled:
+            done, waiting = await asyncio.wait(waiting, timeout=FLUSH_EVERY_S, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                try:
+                    result = task.result()
+                except asyncio.CancelledError:
+                    if watcher.done() and not watcher.cancelled() and isinstance(watcher.exception(), ImportCancelled):
+                        cancelled = True
+                        continue
+                    raise
+                unfinished.discard(result.item_id)
+                if isinstance(result, Copied):
+                    pending_results.append(result)
+                elif isinstance(result, CopyPaused):
+                    await with_database(pool, partial(release, pool, token, [result.item_id], ItemStatus.PENDING))
+                else:
+                    await with_database(
+                        pool,
+                        partial(record_failure, pool, import_id, token, result, settings, attempts[result.item_id]),
+                    )
+            if len(pending_results) >= 50 or (pending_results and time.monotonic() >= flush_at):
                 moved += await flush()
-                flush_at = time.monotonic() + 1.0
+                flush_at = time.monotonic() + FLUSH_EVERY_S
         moved += await flush()
     except BaseException as exc:
         for task in tasks:
