@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HTMX := static/vendor/htmx.min.js
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-system lint fmt bench bench-quick chaos chaos-quick browser clean compose-test compose-test-quick
+.PHONY: install run test test-system lint fmt bench bench-quick bench-scale bench-sync bench-sync-quick chaos chaos-quick browser clean compose-test compose-test-quick
 
 install: $(STAMP) $(HTMX)
 
@@ -65,6 +65,19 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
+
+# A gallery of 1,000,000 images (bench/scale.py): GET /images latencies idle and during an import, and a
+# 100,000-file import; uses PostgreSQL at 127.0.0.1:5432 when it answers. Writes the Scale section of RESULTS.md.
+bench-scale: install
+	$(BIN)/python -m bench --scale $(BENCH_ARGS)
+
+# A second import of an unchanged 10,000-image folder and a folder of copies under other ids
+# (bench/sync.py): bytes downloaded and time against the listing. Writes bench/RESULTS-sync.md.
+bench-sync: install
+	$(BIN)/python -m bench.sync $(BENCH_ARGS)
+
+bench-sync-quick: install
+	$(BIN)/python -m bench.sync --quick $(BENCH_ARGS)
 
 # Real faults (servers stopped and killed, workers killed, Drive errors) during 3,000-image imports;
 # writes RELIABILITY.md. chaos-quick: 400 images and short faults for CI (chaos/RESULTS-quick.md).

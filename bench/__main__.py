@@ -374,6 +374,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small workloads, < 3 minutes (CI smoke check)")
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="only the scale benchmark (bench/scale.py): 1,000,000 images, /images latencies, a 100,000-file import",
+    )
+    parser.add_argument("--scale-images", type=int, default=1_000_000, help="image rows seeded by --scale")
+    parser.add_argument("--scale-files", type=int, default=100_000, help="files of the --scale big import")
+    parser.add_argument("--scale-rounds", type=int, default=200, help="idle requests per case in --scale")
     parser.add_argument("--images", type=int, default=0, help="images in the main folder (10,000; quick 400)")
     parser.add_argument("--tiny-files", type=int, default=0, help="files in the memory test folder")
     parser.add_argument("--seed", type=int, default=1)
@@ -427,6 +435,21 @@ def write_report(results: Results, meta: dict[str, Any], output: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.scale:
+        from bench import scale
+
+        scale_plan = scale.ScalePlan(
+            images=args.scale_images,
+            # Smaller galleries (a smoke run) get fewer imports and a smaller import during the second pass.
+            imports=min(500, max(10, args.scale_images // 2000)),
+            during_files=min(10_000, max(100, args.scale_images // 100)),
+            big_files=args.scale_files,
+            rounds=args.scale_rounds,
+            latency_s=args.latency_ms / 1000,
+            seed=args.seed,
+        )
+        scale.main(scale_plan, argv if argv is not None else sys.argv[1:], product_version(), args.output)
+        return
     plan = Plan.from_args(args)
     output = args.output or HERE / ("RESULTS-quick.md" if plan.quick else "RESULTS.md")
     if args.report_from:

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from bench.contenders import ARQ, check_import, wait_finished
+from bench.contenders import ARQ, check_import, wait_finished, wait_previews
 from bench.manifest import Manifest
 from bench.procs import PYTHON, Children, sample_peaks, wait_for_log
 from bench.results import ApiLoad, Latency, Row
@@ -101,6 +101,8 @@ async def run_api_load(
                 import_id = int((await response.json())["import_id"])
             latencies = await _loop(session, base, import_id, "during import", during, until_finished=True)
             row = await wait_finished(pool, import_id, timeout_s, [server, *workers])
+            # Idle means idle: the previews, which follow the import, are all made first.
+            await wait_previews(pool, import_id, timeout_s, [server, *workers])
             latencies += await _loop(session, base, import_id, "idle", idle, until_finished=False)
         problem = await check_import(pool, row, manifest)
         seconds = (row["finished_at"] - row["created_at"]).total_seconds()

@@ -106,13 +106,35 @@ async def wait_finished(
         await asyncio.sleep(0.2)
 
 
+async def wait_previews(
+    pool: asyncpg.Pool, import_id: int, timeout_s: float, watch: Sequence[Child] = ()
+) -> tuple[float, asyncpg.Record]:
+    """Seconds from the import's creation until none of its previews is pending (they follow the
+    import), by the database's clock, and the import's row then."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        row = await pool.fetchrow("SELECT *, now() - created_at AS age FROM imports WHERE id = $1", import_id)
+        assert row is not None
+        if row["previews_pending_count"] == 0:
+            return row["age"].total_seconds(), row
+        for child in watch:
+            if child.proc.returncode is not None:
+                raise RuntimeError(f"{child.name} exited with {child.proc.returncode}:\n{child.tail()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"import {import_id}: previews still pending after {timeout_s} s: {dict(row)}")
+        # Often: a late look would add its delay to the time measured.
+        await asyncio.sleep(0.05)
+
+
 async def check_import(pool: asyncpg.Pool, row: asyncpg.Record, manifest: Manifest) -> str:
     """'' when the import completed with every image (right source, size and MD5), else what is wrong."""
     problems = []
     if row["status"] != "completed":
         problems.append(f"status {row['status']} ({row['error_code']}: {row['error_message']})")
-    if row["imported_count"] != len(manifest.files) or row["failed_count"]:
-        problems.append(f"imported {row['imported_count']}/{len(manifest.files)}, failed {row['failed_count']}")
+    # A workload may repeat a photo's bytes: those are copied inside storage (deduplicated), not downloaded.
+    stored_count = row["imported_count"] + row["deduplicated_count"]
+    if stored_count != len(manifest.files) or row["failed_count"]:
+        problems.append(f"stored {stored_count}/{len(manifest.files)}, failed {row['failed_count']}")
     stored = {
         r["source_id"]: (r["source"], r["size"], r["md5"])
         for r in await pool.fetch("SELECT source, source_id, size, md5 FROM images WHERE import_id = $1", row["id"])
@@ -192,7 +214,13 @@ async def run_fotoowl(
         created = await control.create_import(pool, redis, parse_link(manifest.folder_link))
         row = await wait_finished(pool, created["id"], timeout_s, procs)
         seconds = (row["finished_at"] - row["created_at"]).total_seconds()
+        # The originals are done; their previews follow. Checks wait until the previews are done too, so
+        # they do not take CPU from the previews being timed (and peak RSS includes making them).
+        previews_seconds, after = await wait_previews(pool, created["id"], timeout_s, procs)
         problem = await check_import(pool, row, manifest)
+        wanted = after["imported_count"] + after["deduplicated_count"]
+        if not problem and after["previews_done_count"] != wanted and "FOTOOWL_THUMBNAIL_PX" not in (overrides or {}):
+            problem = f"previews: {after['previews_done_count']} made of {wanted} ({after['previews_none_count']} none)"
         if not problem and row["status"] == "completed":
             problem = await check_stored_bytes(stack, pool, row["id"], manifest)
     finally:
@@ -221,6 +249,8 @@ async def run_fotoowl(
         kind="fotoowl-dropbox" if dropbox else "fotoowl",
         in_flight=in_flight,
         variant=variant,
+        previews_seconds=previews_seconds,
+        previews_with_originals=row["previews_done_count"] + row["previews_none_count"],
     )
 
 

@@ -21,6 +21,11 @@ class Row:
     in_flight: int = 0  # files in flight, for rows that have a fixed number
     cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds per process group during the run
     variant: str = ""  # fotoowl rows: "" = product defaults, else which settings were changed
+    # fotoowl rows: from the import's creation until its last preview was recorded (previews follow the
+    # import, which `seconds` times); 0 = not measured.
+    previews_seconds: float = 0.0
+    # fotoowl rows: previews made (or known impossible) by the time the import completed.
+    previews_with_originals: int = 0
 
     @property
     def images_per_s(self) -> float:

@@ -140,7 +140,7 @@ async def _counters(pool: asyncpg.Pool, import_id: int, folder: Folder, verdict:
     """The import's counters against the rows they count, and `found` against the folder."""
     row = await pool.fetchrow("SELECT * FROM imports WHERE id = $1", import_id)
     items = await pool.fetchrow(
-        """SELECT count(*) AS found, count(*) FILTER (WHERE status = 'done') AS done,
+        """SELECT count(*) FILTER (WHERE status <> 'removed') AS found, count(*) FILTER (WHERE status = 'done') AS done,
                   count(*) FILTER (WHERE status = 'failed') AS failed,
                   count(*) FILTER (WHERE status = 'skipped') AS skipped
            FROM import_items WHERE import_id = $1""",
@@ -153,8 +153,9 @@ async def _counters(pool: asyncpg.Pool, import_id: int, folder: Folder, verdict:
     pairs = [
         ("found_count", row["found_count"], "import items", items["found"]),
         ("found_count", row["found_count"], "files in the folder", folder.found),
-        ("imported_count", row["imported_count"], "image rows", images["n"]),
-        ("imported_count", row["imported_count"], "items done", items["done"]),
+        # Copied inside storage (dedupe) or downloaded, each done item is one image row.
+        ("imported + deduplicated", row["imported_count"] + row["deduplicated_count"], "image rows", images["n"]),
+        ("imported + deduplicated", row["imported_count"] + row["deduplicated_count"], "items done", items["done"]),
         ("failed_count", row["failed_count"], "items failed", items["failed"]),
         ("skipped_count", row["skipped_count"], "items skipped", items["skipped"]),
         ("bytes_imported", row["bytes_imported"], "bytes of the image rows", images["bytes"]),

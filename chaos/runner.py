@@ -226,7 +226,7 @@ class Runner:
                 body = got
                 outcome.status = body["status"]
                 counts = body["counts"]
-                done = counts["imported"] + counts["failed"] + counts["skipped"]
+                done = counts["found"] - counts["pending"]
                 if (
                     scenario.fault is not None
                     and fault_task is None

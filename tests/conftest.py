@@ -264,3 +264,18 @@ async def wait_for_import(client: Any, import_id: int, timeout_s: float = 60.0) 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"import {import_id} did not finish in {timeout_s} s: {body}")
         await asyncio.sleep(0.2)
+
+
+async def wait_for_previews(client: Any, import_id: int, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Poll the API until the import is finished and none of its previews is pending (they follow the
+    originals: an import completes before its previews); returns its JSON."""
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        body: dict[str, Any] = await (await client.get(f"/imports/{import_id}")).json()
+        if body["status"] not in ("queued", "listing", "running") and body["previews"]["pending"] == 0:
+            return body
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"the previews of import {import_id} were not made in {timeout_s} s: {body}")
+        await asyncio.sleep(0.2)

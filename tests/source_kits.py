@@ -34,6 +34,9 @@ class SourceKit(Protocol):
 
     def slow(self, file_id: str, bandwidth_bytes_per_s: float) -> None: ...
 
+    def remove(self, file_id: str) -> None:
+        """Delete the file from the folder for good."""
+
     def drop_once(self, file_id: str, *, after_bytes: int = 1000) -> None:
         """The next body of the file is cut (connection reset) after `after_bytes`."""
         ...
@@ -85,6 +88,9 @@ class DriveKit:
 
     def replace_content(self, file_id: str, data: bytes) -> None:
         self.emu.replace_content(file_id, data)
+
+    def remove(self, file_id: str) -> None:
+        self.emu.remove(file_id)
 
     def slow(self, file_id: str, bandwidth_bytes_per_s: float) -> None:
         self.emu.inject(file_id, Fault.slow(bandwidth_bytes_per_s), times=None)
@@ -151,6 +157,9 @@ class DropboxKit:
 
     def replace_content(self, file_id: str, data: bytes) -> None:
         self.emu.replace_content(file_id, data)
+
+    def remove(self, file_id: str) -> None:
+        self.emu.remove(file_id)
 
     def slow(self, file_id: str, bandwidth_bytes_per_s: float) -> None:
         self.emu.inject(self.paths[file_id], DropboxFault.slow(bandwidth_bytes_per_s), times=None)

@@ -103,6 +103,14 @@ async def test_import_a_folder_and_browse_it(browser: Browser, base_url: str, dr
     assert await page.locator("#count-imported").inner_text() == "20"
     assert await page.locator("#count-failed").inner_text() == "0"
     assert await page.locator("#progress[hx-trigger]").count() == 0  # polling stopped
+    # Previews follow the import (the gallery shows a placeholder until each is made): wait for them.
+    status_url = f"{base_url}/imports/{page.url.rsplit('/', 1)[1]}"
+    for _ in range(IMPORT_WAIT_MS // 200):
+        if (await (await page.request.get(status_url)).json())["previews"]["pending"] == 0:
+            break
+        await page.wait_for_timeout(200)
+    else:
+        raise AssertionError("the previews were not made in time")
     await page.screenshot(path=str(SCREENSHOTS / "import.png"), full_page=True)
 
     await page.click("#gallery-link")
@@ -141,4 +149,34 @@ async def test_import_a_folder_and_browse_it(browser: Browser, base_url: str, dr
 
     await page.goto(base_url + "/")
     await page.screenshot(path=str(SCREENSHOTS / "home.png"), full_page=True)
+    assert errors == []
+
+
+async def test_the_import_page_follows_server_sent_events(browser: Browser, base_url: str, drive: Any) -> None:
+    """live.js: the stream's events bring the progress fragment that does not poll, to the end."""
+    from fotoowl.testing.drive_emulator import Fault
+
+    emu = drive.emu
+    root = emu.add_folder(None, "Streamed live")
+    for n in range(6):
+        # Slow enough that the import is still running when the stream takes over.
+        emu.inject(emu.add_image(root, f"slow {n}.jpg", size_bytes=200_000), Fault.slow(50_000), times=None)
+    page = await browser.new_page()
+    errors = _watch_for_errors(page)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+
+    await page.goto(base_url + "/")
+    await page.fill("#folder_url", f"https://drive.google.com/drive/folders/{root}")
+    await page.click("#import-form button[type=submit]")
+    await page.wait_for_url(re.compile(r"/ui/imports/\d+$"))
+    await page.evaluate("() => { window.__fotoowlMarker = 1; }")
+    # Driven by the stream: the live fragment (no hx-trigger) is in place while the import runs.
+    await page.wait_for_selector("#progress[data-live]:not([hx-trigger])", state="attached", timeout=30_000)
+    await page.wait_for_selector('#progress[data-status="completed"]', timeout=IMPORT_WAIT_MS)
+    assert await page.evaluate("() => window.__fotoowlMarker") == 1
+    assert await page.locator("#count-imported").inner_text() == "6"
+    assert await page.locator("#progress[hx-trigger]").count() == 0
+    assert any(re.search(r"/imports/\d+/events$", url) for url in requested)
+    assert any("live=1" in url for url in requested)
     assert errors == []

@@ -76,7 +76,17 @@ async def test_import_wait_json_is_the_import_as_the_api_shows_it(client: Any, d
     assert code == 0, err
     summary = json.loads(out)
     assert summary["status"] == "completed"
-    assert summary["counts"] == {"found": 7, "imported": 6, "skipped": 1, "failed": 0, "pending": 0}
+    assert summary["counts"] == {
+        "found": 7,
+        "imported": 6,
+        "skipped": 1,
+        "failed": 0,
+        "pending": 0,
+        "deduplicated": 0,
+        "unchanged": 0,
+        "removed": 0,
+        "pruned": 0,
+    }
     resp = await client.get(f"/imports/{summary['id']}")
     assert summary == await resp.json()
 

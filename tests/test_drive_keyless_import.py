@@ -114,6 +114,10 @@ async def test_a_public_folder_imports_without_a_key_through_the_api(
         "skipped": 2,
         "failed": 1,
         "pending": 0,
+        "deduplicated": 0,
+        "unchanged": 0,
+        "removed": 0,
+        "pruned": 0,
     }
     await check_landed(settings, storage, emu, images, over_quota)
     # The quota file was asked for once per attempt, never in a loop.
@@ -149,3 +153,31 @@ async def test_a_folder_not_shared_publicly_fails_at_once_saying_how_to_share_it
     body = await wait_for_import(keyless, (await resp.json())["import_id"], timeout_s=30)
     assert (body["status"], body["error"]["code"]) == ("failed", "folder_not_accessible")
     assert "Anyone with the link" in body["error"]["message"]
+
+
+async def test_a_sync_does_not_prune_a_subfolder_it_could_not_read(
+    keyless: Any, public_drive: tuple[PublicDriveEmulator, PublicEmulatorServer], settings: AppSettings
+) -> None:
+    """A subfolder behind sign-in for one listing still holds its files: not removed, not pruned."""
+    emu, _ = public_drive
+    root = emu.add_folder(None, "Event")
+    emu.add_image(root, "top.jpg")
+    shut = emu.add_folder(root, "Day 1")
+    inner = emu.add_folder(shut, "Ceremony")
+    kept = {emu.add_image(shut, "a.jpg"), emu.add_image(inner, "b.jpg")}
+    url = f"https://drive.google.com/drive/folders/{root}"
+    first = await wait_for_import(
+        keyless, (await (await keyless.post("/imports", json={"folder_url": url})).json())["import_id"]
+    )
+    assert first["counts"]["imported"] == 3
+
+    emu.inject(shut, PublicFault.sign_in(), on="page", times=None)
+    resp = await keyless.post("/imports", json={"folder_url": url, "prune": True})
+    second = await wait_for_import(keyless, (await resp.json())["import_id"])
+    assert (second["counts"]["removed"], second["counts"]["pruned"], second["counts"]["unchanged"]) == (0, 0, 1)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        stored = {r["source_id"] for r in await conn.fetch("SELECT source_id FROM images")}
+    finally:
+        await conn.close()
+    assert kept <= stored

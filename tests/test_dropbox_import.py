@@ -84,6 +84,10 @@ async def test_a_dropbox_folder_imports_through_the_api(
         "skipped": 1,
         "failed": 1,
         "pending": 0,
+        "deduplicated": 0,
+        "unchanged": 0,
+        "removed": 0,
+        "pruned": 0,
     }
     await check_landed(app_settings, storage, dropbox, paths, gone)
     # The dropped body was resumed with Range, not downloaded again from the start.

@@ -14,7 +14,7 @@ import referencing.jsonschema
 from aiohttp import web
 from openapi_spec_validator import validate as validate_spec
 
-from conftest import RunningEmulator, wait_for_import
+from conftest import RunningEmulator, wait_for_import, wait_for_previews
 from fotoowl.config import AppSettings, Secret
 from fotoowl.testing.drive_emulator import Fault
 from fotoowl.web.app import create_app
@@ -191,7 +191,7 @@ def test_bearer_security_only_on_write_endpoints(auth_required: bool) -> None:
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
     for (method, path), op in documented(doc).items():
         secured = "security" in op
-        assert secured == (auth_required and method == "POST"), (method, path)
+        assert secured == (auth_required and method in ("POST", "PATCH", "DELETE")), (method, path)
         assert ("401" in op["responses"]) == secured, (method, path)
         if secured:
             assert op["security"] == [{"bearerAuth": []}]
@@ -259,6 +259,8 @@ async def test_real_answers_fit_the_document(client: Any, drive: RunningEmulator
     status, rest = await contract.call(client, "GET", "/imports", f"/imports?limit=1&cursor={page['next_cursor']}")
     assert [i["id"] for i in rest["imports"]] == [import_id]
 
+    # Previews follow the import; every one is made (or known impossible) before the images are read.
+    await wait_for_previews(client, import_id)
     status, images = await contract.call(client, "GET", "/images", "/images")
     assert status == 200 and len(images["images"]) == 4
     by_name = {image["name"]: image for image in images["images"]}

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conftest import RunningEmulator, wait_for_import
+from conftest import RunningEmulator, wait_for_import, wait_for_previews
 from fotoowl.config import AppSettings, Secret
 from fotoowl.testing.drive_emulator import Fault
 from fotoowl.web.app import create_app
@@ -64,6 +64,8 @@ async def run_import(client: Any, folder_id: str) -> int:
     import_id = int(resp.headers["Location"].rsplit("/", 1)[1])
     body = await wait_for_import(client, import_id)
     assert body["status"] in ("completed", "completed_with_errors"), body
+    # The pages show previews, which follow the import.
+    await wait_for_previews(client, import_id)
     return import_id
 
 

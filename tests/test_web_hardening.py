@@ -552,7 +552,7 @@ async def test_a_nul_in_the_form_link_shows_the_form_again(idle_client: Any) -> 
     ("method", "path", "allowed", "html"),
     [
         ("PUT", "/imports", "GET", False),
-        ("DELETE", "/imports/1", "GET", False),
+        ("PUT", "/imports/1", "DELETE", False),
         ("GET", "/import/google-drive", "POST", False),
         ("PATCH", "/images/1/content", "GET", False),
         ("PUT", "/ui/gallery", "GET", True),

@@ -11,12 +11,18 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from fotoowl.cli_import import EXIT_BAD_INPUT, EXIT_OK, cmd_images, cmd_import, cmd_imports, redacted_url
+from fotoowl.cli_direct import direct_import
+from fotoowl.cli_import import EXIT_BAD_INPUT, EXIT_OK, cmd_images, cmd_import, cmd_imports, redacted_url, uses_api
+from fotoowl.cli_watch import cmd_watch, cmd_watches
 from fotoowl.config import AppSettings, ConfigError, Secret
 from fotoowl.logs import setup_logging
 
 # The tests (and any older caller) know the redaction under this name.
 _redacted_url = redacted_url
+
+
+def _import(settings: AppSettings, args: argparse.Namespace) -> int:
+    return cmd_import(settings, args) if uses_api(settings, args) else direct_import(settings, args)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -56,11 +62,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("url", help="a link to a public Google Drive folder, or its id")
     p.add_argument("--no-recursive", action="store_true", help="only the folder itself, not its subfolders")
     p.add_argument("--wait", action="store_true", help="show progress until the import ends")
+    p.add_argument("--prune", action="store_true", help="a sync: delete the images of files no longer in the folder")
     p.add_argument("--json", action="store_true", help="print the final summary as one JSON object")
     p.add_argument(
         "--direct", action="store_true", help="no server: write to FOTOOWL_DATABASE_URL and FOTOOWL_REDIS_URL directly"
     )
-    p.set_defaults(func=cmd_import)
+    p.set_defaults(func=_import)
+
+    p = sub.add_parser("watch", help="keep a folder in step: sync it every --interval-s (through FOTOOWL_URL)")
+    p.add_argument("url", help="a link to a shared Google Drive or Dropbox folder")
+    p.add_argument("--interval-s", type=_positive, default=300, help="seconds between checks (default 300)")
+    p.add_argument("--prune", action="store_true", help="delete the images of files removed from the folder")
+    p.add_argument("--no-recursive", action="store_true", help="only the folder itself, not its subfolders")
+    p.add_argument("--json", action="store_true", help="print the watch as JSON")
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("watches", help="list the watches (from the server at FOTOOWL_URL)")
+    p.add_argument("--limit", type=_positive, default=50, help="at most this many (default 50)")
+    p.add_argument("--json", action="store_true", help="one JSON object a line")
+    p.set_defaults(func=cmd_watches)
 
     p = sub.add_parser("imports", help="list the imports, newest first (from the server at FOTOOWL_URL)")
     p.add_argument("--limit", type=_positive, default=20, help="at most this many (default 20)")

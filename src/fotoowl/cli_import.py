@@ -31,9 +31,8 @@ from fotoowl.client import (
     ImageFilters,
     ServiceUnreachable,
 )
-from fotoowl.config import DEFAULT_DRIVE_API_URL, AppSettings
+from fotoowl.config import AppSettings
 from fotoowl.models import Import
-from fotoowl.sources.base import FolderLink
 from fotoowl.statuses import FINISHED, ImportStatus
 
 EXIT_OK, EXIT_FAILED_FILES, EXIT_BAD_INPUT, EXIT_IMPORT_FAILED, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
@@ -80,8 +79,7 @@ def uses_api(settings: AppSettings, args: argparse.Namespace) -> bool:
 
 
 def cmd_import(settings: AppSettings, args: argparse.Namespace) -> int:
-    if not uses_api(settings, args):
-        return _direct_import(settings, args)
+    """Through the API; cli.py sends `--direct` (and old-style scripts) to fotoowl.cli_direct instead."""
     return _with_api(settings, args, _api_import, direct_hint=True)
 
 
@@ -156,7 +154,7 @@ def _explain(exc: ApiFailure, shown: str, token_set: bool) -> tuple[int, str, st
 
 
 async def _api_import(api: FotoowlClient, args: argparse.Namespace) -> int:
-    started = await api.start_import(args.url.strip(), recursive=not args.no_recursive)
+    started = await api.start_import(args.url.strip(), recursive=not args.no_recursive, prune=args.prune)
     import_id = started.import_id
     page = f"{redacted_url(api.base_url)}/ui/imports/{import_id}"
     if not args.wait:
@@ -263,7 +261,7 @@ async def watch(fetch: Callable[[], Awaitable[Import]], *, show_progress: bool, 
                     description=info.status,
                     total=info.bytes.found or None,
                     completed=info.bytes.imported,
-                    files=f"{c.imported + c.skipped + c.failed}/{c.found} files",
+                    files=f"{c.found - c.pending}/{c.found} files",
                     rate=f"{info.rate.files_per_s or 0:.1f} img/s",
                     eta=f"{info.eta_s:.0f} s left" if info.eta_s is not None else "",
                 )
@@ -289,8 +287,18 @@ def _finish(info: Import, args: argparse.Namespace, *, failures: str) -> int:
         print(json.dumps(info.body()))
     else:
         c = info.counts
+        synced = "".join(
+            f", {n} {what}"
+            for n, what in (
+                (c.unchanged, "unchanged"),
+                (c.deduplicated, "deduplicated"),
+                (c.removed, "removed"),
+                (c.pruned, "pruned"),
+            )
+            if n
+        )
         print(
-            f"import {info.id}: {info.status} - {c.imported} imported, {c.skipped} skipped, "
+            f"import {info.id}: {info.status} - {c.imported} imported{synced}, {c.skipped} skipped, "
             f"{c.failed} failed of {c.found} found; {info.bytes.imported:,} bytes"
         )
         if info.error:
@@ -327,104 +335,3 @@ def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, right
 
 def _minute(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
-
-
-# --- --direct: PostgreSQL and Redis, no server ------------------------------------------------------
-
-
-def _direct_import(settings: AppSettings, args: argparse.Namespace) -> int:
-    from fotoowl.sources.base import InvalidLink
-    from fotoowl.sources.links import parse_link
-
-    try:
-        link = parse_link(args.url)
-    except InvalidLink as exc:
-        return _fail(args, EXIT_BAD_INPUT, "invalid_folder_url", str(exc))
-    no_drive_key = not settings.google_api_key and settings.drive_api_url == DEFAULT_DRIVE_API_URL
-    if link.source == "google_drive" and no_drive_key:
-        return _fail(
-            args,
-            EXIT_BAD_INPUT,
-            "no_api_key",
-            "No Google API key: set FOTOOWL_GOOGLE_API_KEY (see the README for how to get one).",
-        )
-    missing = [
-        name
-        for name, value in (("FOTOOWL_DATABASE_URL", settings.database_url), ("FOTOOWL_REDIS_URL", settings.redis_url))
-        if not value
-    ]
-    if missing:
-        return _fail(
-            args,
-            EXIT_BAD_INPUT,
-            "missing_setting",
-            f"`fotoowl import --direct` needs {' and '.join(missing)}; without --direct it asks the "
-            "server at FOTOOWL_URL instead",
-        )
-    try:
-        return asyncio.run(_direct(settings, args, link))
-    except _Unavailable as exc:
-        return _fail(args, EXIT_UNAVAILABLE, exc.code, exc.message)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-
-
-class _Unavailable(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def _unavailable(service: str, code: str, url: str, exc: BaseException) -> _Unavailable:
-    detail = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return _Unavailable(code, f"cannot connect to {service} at {redacted_url(url)} ({detail})")
-
-
-async def _direct(settings: AppSettings, args: argparse.Namespace, link: FolderLink) -> int:
-    import asyncpg
-    import redis.asyncio as aioredis
-    from redis.exceptions import RedisError
-
-    from fotoowl.db import create_pool, migrate
-    from fotoowl.pipeline import control
-    from fotoowl.worker import create_arq_pool
-
-    try:
-        pool = await create_pool(settings, min_size=1)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise _unavailable("the database", "database_unavailable", settings.database_url, exc) from None
-    try:
-        # arq's own connect retries for seconds, logging a warning each time; a one-shot command
-        # answers at once and leaves retrying to the caller, which the distinct exit code allows.
-        probe = aioredis.Redis.from_pool(aioredis.ConnectionPool.from_url(settings.redis_url))
-        try:
-            await probe.ping()
-            redis = await create_arq_pool(settings)
-        except (OSError, TimeoutError, RedisError) as exc:
-            raise _unavailable("Redis", "redis_unavailable", settings.redis_url, exc) from None
-        finally:
-            await probe.aclose()
-    except BaseException:
-        await pool.close()
-        raise
-    try:
-        async with pool.acquire() as conn:
-            await migrate(conn)
-        reader = settings.drive_reader_in_use() if link.source == "google_drive" else None
-        row = await control.create_import(pool, redis, link, recursive=not args.no_recursive, reader=reader)
-        import_id = row["id"]
-        if not args.wait:
-            _print_queued(Import.from_row(row), args, f"/imports/{import_id}")
-            return EXIT_OK
-
-        async def fetch() -> Import:
-            return Import.from_row(await pool.fetchrow("SELECT * FROM imports WHERE id = $1", import_id))
-
-        info = await watch(
-            fetch, show_progress=_progress_wanted(args), watching=f"import {import_id} goes on in the workers"
-        )
-    finally:
-        await redis.aclose()
-        await pool.close()
-    return _finish(info, args, failures=info.urls.failures)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from fotoowl import __version__
 from fotoowl.models import Image, ImageList, Import, ImportAccepted, ImportList
+from fotoowl.models_sync import Watch, WatchList
 
 MAX_PAGE = 500  # the server's largest page (web/api.py)
 # Failure codes that mean "the link or the Drive setup is wrong", not "the import broke".
@@ -104,14 +105,26 @@ class FotoowlClient:
     # --- the operations ---
 
     async def start_import(
-        self, folder_url: str, recursive: bool = True, password: str | None = None
+        self, folder_url: str, recursive: bool = True, password: str | None = None, *, prune: bool = False
     ) -> ImportAccepted:
-        """Any source's link: the server recognises which (Google Drive, Dropbox)."""
+        """Any source's link: the server recognises which (Google Drive, Dropbox). A folder imported
+        before is synced; `prune` deletes the images of files no longer in it."""
         payload: dict[str, object] = {"folder_url": folder_url, "recursive": recursive}
         if password is not None:
             payload["password"] = password
+        if prune:
+            payload["prune"] = True
         body = await self._request("POST", "/imports", json_body=payload)
         return self._parse(ImportAccepted, body)
+
+    async def create_watch(
+        self, folder_url: str, interval_s: int, *, recursive: bool = True, prune: bool = False
+    ) -> Watch:
+        payload = {"url": folder_url, "interval_s": interval_s, "recursive": recursive, "prune": prune}
+        return self._parse(Watch, await self._request("POST", "/watches", json_body=payload))
+
+    async def list_watches(self, limit: int | None = None, cursor: str | None = None) -> WatchList:
+        return self._parse(WatchList, await self._request("GET", "/watches", params=_page_params(limit, cursor)))
 
     async def get_import(self, import_id: int) -> Import:
         return self._parse(Import, await self._request("GET", f"/imports/{import_id}"))

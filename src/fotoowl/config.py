@@ -111,10 +111,25 @@ class AppSettings:
     # through the app (only when browsers can reach the S3 endpoint).
     presign_downloads: bool = False
     thumbnail_px: int = 320
+    # A file whose checksum and size match bytes already stored (any import, any source) is copied
+    # inside storage instead of being downloaded again.
+    dedupe: bool = True
+    # Watches: the shortest interval a watch may ask for, and the longest a failing one waits.
+    watch_min_interval_s: int = 2
+    watch_max_backoff_s: int = 6 * 3600
     thumbnail_threads: int = 1
     db_pool_size: int = 10
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "INFO"
+    # Webhooks: every event goes to this admin-set URL (trusted), and to an import's own callback_url.
+    webhook_url: str = ""
+    # Signs every delivery (X-Fotoowl-Signature); required as soon as any event can be sent.
+    webhook_secret: Secret = field(default_factory=lambda: Secret(""))
+    # A delivery is retried with exponential backoff from this base until the event is this old.
+    webhook_backoff_s: float = 10.0
+    webhook_give_up_s: float = 86400.0
+    # Callback URLs are user input: off, they may not name loopback, private or link-local hosts.
+    webhook_allow_private_hosts: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> AppSettings:
@@ -153,6 +168,7 @@ class AppSettings:
             ("drive_public_page_url", ("http", "https")),
             ("drive_public_download_url", ("http", "https")),
             ("dropbox_content_url", ("http", "https")),
+            ("webhook_url", ("http", "https")),
         ):
             value = getattr(self, name)
             if value and urlsplit(value).scheme not in schemes:
@@ -193,6 +209,11 @@ class AppSettings:
             raise ConfigError(f"{PREFIX}DRIVE_READER must be auto, api or public_page")
         if self.log_format not in ("auto", "json", "text"):
             raise ConfigError(f"{PREFIX}LOG_FORMAT must be auto, json or text")
+        # Unsigned events could be forged by anyone who finds the receiver: no URL without a secret.
+        if self.webhook_url and not self.webhook_secret:
+            raise ConfigError(f"{PREFIX}WEBHOOK_SECRET must be set when {PREFIX}WEBHOOK_URL is")
+        if self.webhook_backoff_s <= 0 or self.webhook_give_up_s <= 0:
+            raise ConfigError(f"{PREFIX}WEBHOOK_BACKOFF_S and {PREFIX}WEBHOOK_GIVE_UP_S must be greater than 0")
 
     def drive_reader_in_use(self) -> Literal["api", "public_page"]:
         """The reader new Drive imports get: "auto" means the API when there is a key (or a test

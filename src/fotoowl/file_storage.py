@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from pathlib import Path
 
 import aiofiles
@@ -96,6 +96,14 @@ class FileStorage(Storage):
     async def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             await aiofiles.os.remove(self._path(key))
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            await self.delete(key)
+
+    async def copy(self, source_key: str, key: str, *, content_type: str) -> None:
+        # Streaming the source raises ObjectNotFound when it is gone, before anything is written.
+        await self.upload(key, self.stream(source_key), content_type=content_type)
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
         return None

@@ -68,6 +68,16 @@ class ImportRequest(BaseModel):
     password: str | None = Field(
         default=None, max_length=500, description="The password of a password-protected Dropbox link."
     )
+    prune: bool = Field(
+        default=False,
+        description="When the folder was imported before: remove from storage and the database the images of "
+        "files that are no longer in it (they are reported either way).",
+    )
+    callback_url: str | None = Field(
+        default=None,
+        max_length=MAX_URL_CHARS,
+        description="Also send this import's webhook events (`images.added`, `import.finished`) here.",
+    )
 
 
 class ImportAccepted(Answer):
@@ -77,13 +87,28 @@ class ImportAccepted(Answer):
 
 
 class Counts(Answer):
-    """Files: skipped ones were already stored with the same checksum (or are not images)."""
+    """Files found in the folder: each one ends imported, deduplicated, unchanged, skipped or failed
+    (pending until then). `removed` counts files earlier imports of the folder stored that it no longer
+    has; `pruned` how many of those were deleted (with `prune`)."""
 
     found: Count
-    imported: Count
-    skipped: Count
+    imported: Count = Field(description="Downloaded from the source and stored.")
+    deduplicated: Count = Field(
+        description="Stored by copying identical bytes (same checksum and size) already in storage, server-side: "
+        "nothing downloaded."
+    )
+    unchanged: Count = Field(description="Stored already by an earlier import, same checksum and modified time.")
+    skipped: Count = Field(description="Not images, or not downloadable (the reason is on each file).")
     failed: Count
     pending: Count
+    removed: Count
+    pruned: Count
+
+
+class PreviewCounts(Answer):
+    done: Count
+    pending: Count
+    none: Count = Field(description="No preview (the image's `preview_reason` says why): a placeholder instead.")
 
 
 class ByteCounts(Answer):
@@ -108,7 +133,10 @@ class ImportProblem(Answer):
 class ImportUrls(Answer):
     self: str
     failures: str
+    removed: str
     images: str
+    events: str = Field(description="Server-Sent Events: status, counts and images as they land.")
+    webhooks: str = Field(description="This import's webhook deliveries.")
     page: str
 
 
@@ -124,8 +152,15 @@ class Import(Answer):
         "or `public_page` (no key: sizes and MD5s computed from the bytes, not checked against "
         "Drive); null for other sources."
     )
-    status: ImportStatus = Field(description="queued, listing and running are active; the others are final.")
+    status: ImportStatus = Field(
+        description="queued, listing and running are active; deleting: its images are being removed; "
+        "the others are final."
+    )
+    prune: bool
+    watch_id: int | None = Field(ge=1, description="The watch that started this import (a sync), if one did.")
+    callback_url: str | None
     counts: Counts
+    previews: PreviewCounts = Field(description="Made after the originals: `status` does not wait for them.")
     bytes: ByteCounts
     rate: Rate
     eta_s: float | None = Field(ge=0, description="Seconds left at the current rate, while the import is active.")
@@ -143,7 +178,8 @@ class Import(Answer):
             row["skipped_count"],
             row["failed_count"],
         )
-        pending = max(0, found - imported - skipped - failed)
+        deduplicated, unchanged = row["deduplicated_count"], row["unchanged_count"]
+        pending = max(0, found - imported - deduplicated - unchanged - skipped - failed)
         files_per_s: float | None = None
         bytes_per_s = eta_s = None
         started: datetime | None = row["started_at"]
@@ -164,7 +200,23 @@ class Import(Answer):
             recursive=row["recursive"],
             reader=row["reader"],
             status=row["status"],
-            counts=Counts(found=found, imported=imported, skipped=skipped, failed=failed, pending=pending),
+            prune=row["prune"],
+            watch_id=row["watch_id"],
+            callback_url=row["callback_url"],
+            counts=Counts(
+                found=found,
+                imported=imported,
+                deduplicated=deduplicated,
+                unchanged=unchanged,
+                skipped=skipped,
+                failed=failed,
+                pending=pending,
+                removed=row["removed_count"],
+                pruned=row["pruned_count"],
+            ),
+            previews=PreviewCounts(
+                done=row["previews_done_count"], pending=row["previews_pending_count"], none=row["previews_none_count"]
+            ),
             bytes=ByteCounts(found=row["bytes_found"], imported=row["bytes_imported"]),
             rate=Rate(files_per_s=files_per_s, bytes_per_s=bytes_per_s),
             eta_s=eta_s,
@@ -175,7 +227,10 @@ class Import(Answer):
             urls=ImportUrls(
                 self=f"/imports/{import_id}",
                 failures=f"/imports/{import_id}/failures",
+                removed=f"/imports/{import_id}/removed",
                 images=f"/images?import_id={import_id}",
+                events=f"/imports/{import_id}/events",
+                webhooks=f"/imports/{import_id}/webhooks",
                 page=f"/ui/imports/{import_id}",
             ),
         )
@@ -263,7 +318,11 @@ class Image(Answer):
     drive_created_at: Time | None
     drive_modified_at: Time | None
     url: str
-    thumbnail_url: str | None = Field(description="null when the format could not be decoded.")
+    thumbnail_url: str | None = Field(description="null until the preview is made, and when there is none.")
+    preview_status: Literal["pending", "done", "none"] = Field(
+        description="`pending` until the preview is made, after the image is recorded; `none`: there is none."
+    )
+    preview_reason: Literal["undecodable", "too_large", "missing", "failed", "disabled"] | None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Image:
@@ -291,6 +350,8 @@ class Image(Answer):
             drive_modified_at=row["drive_modified_at"],
             url=f"/images/{image_id}/content",
             thumbnail_url=f"/images/{image_id}/thumbnail" if row["thumbnail_key"] else None,
+            preview_status=row["preview_status"],
+            preview_reason=row["preview_reason"],
         )
 
 

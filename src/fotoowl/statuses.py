@@ -14,6 +14,8 @@ class ImportStatus(StrEnum):
     COMPLETED_WITH_ERRORS = "completed_with_errors"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Its objects and rows are being removed; the import disappears once they are.
+    DELETING = "deleting"
 
 
 class ItemStatus(StrEnum):
@@ -23,6 +25,10 @@ class ItemStatus(StrEnum):
     SKIPPED = "skipped"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Stored already with the same checksum and modified time: not copied again.
+    UNCHANGED = "unchanged"
+    # An earlier import of the folder stored it; the folder no longer has it.
+    REMOVED = "removed"
 
 
 ACTIVE: frozenset[ImportStatus] = frozenset({ImportStatus.QUEUED, ImportStatus.LISTING, ImportStatus.RUNNING})

@@ -15,7 +15,7 @@ import base64
 import hashlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +84,16 @@ async def _read_part(chunks: AsyncIterator[bytes], first: bytes, part_size_bytes
     return data[:part_size_bytes], data[part_size_bytes:]
 
 
+# S3's DeleteObjects takes at most 1,000 keys a request.
+DELETE_BATCH = 1000
+# Larger objects cannot be copied by one CopyObject request.
+MAX_COPY_BYTES = 5 * 1024**3
+
+
+class StorageDeleteFailed(Exception):
+    pass
+
+
 class Storage(ABC):
     @abstractmethod
     async def upload(
@@ -109,6 +119,14 @@ class Storage(ABC):
 
     @abstractmethod
     async def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """Delete these objects (missing ones are fine); raises if any could not be deleted."""
+
+    @abstractmethod
+    async def copy(self, source_key: str, key: str, *, content_type: str) -> None:
+        """Copy an object inside storage (no bytes through us); ObjectNotFound if the source is gone."""
 
     @abstractmethod
     async def abort_upload(self, key: str, upload_id: str) -> None: ...
@@ -274,6 +292,31 @@ class S3Storage(Storage):
 
     async def delete(self, key: str) -> None:
         await self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start : start + DELETE_BATCH]
+            answer = await self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+            )
+            if errors := answer.get("Errors"):
+                first = errors[0]
+                raise StorageDeleteFailed(f"{len(errors)} objects not deleted; {first.get('Key')}: {first.get('Code')}")
+
+    async def copy(self, source_key: str, key: str, *, content_type: str) -> None:
+        # Objects over 5 GB cannot be copied in one request; the caller downloads those instead.
+        try:
+            await self.client.copy_object(
+                Bucket=self.bucket,
+                Key=key,
+                CopySource={"Bucket": self.bucket, "Key": source_key},
+                ContentType=content_type,
+                MetadataDirective="REPLACE",
+            )
+        except ClientError as exc:
+            if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                raise ObjectNotFound(source_key) from None
+            raise
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
         try:

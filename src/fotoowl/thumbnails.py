@@ -1,4 +1,4 @@
-"""Small JPEG previews for the gallery, made by the worker right after an upload."""
+"""Small JPEG previews for the gallery, made by the workers' preview lanes once an image is recorded."""
 
 from __future__ import annotations
 

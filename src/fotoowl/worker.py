@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import redis.exceptions
-from arq import ArqRedis, Retry, Worker, create_pool, cron
+from arq import ArqRedis, Worker, create_pool, cron
 from arq.connections import RedisSettings
 from arq.worker import get_kwargs
 from redis.asyncio.retry import Retry as RedisRetry
@@ -26,11 +26,20 @@ from redis.backoff import ExponentialBackoff
 
 from fotoowl.config import AppSettings
 from fotoowl.db import create_pool as create_db_pool
+from fotoowl.jobs import (
+    DEPS,
+    check_watch,
+    delete_import,
+    deliver_webhooks,
+    list_import,
+    queue_watch_checks,
+    sweep,
+    transfer_import,
+)
 from fotoowl.liveness import beating
-from fotoowl.pipeline import control, listing, sweeper, transfer
+from fotoowl.pipeline import preview_lane
 from fotoowl.pipeline.deps import Deps
-from fotoowl.resilience import LONGEST_WAIT_S, is_db_outage, is_redis_outage, wait_for_database
-from fotoowl.sources.base import SourceError
+from fotoowl.resilience import LONGEST_WAIT_S, is_redis_outage
 from fotoowl.sources.registry import open_sources
 from fotoowl.storage import Storage
 from fotoowl.storage_backends import open_storage
@@ -46,8 +55,7 @@ WORKER_HTTP_PORTS = 16
 # Shutdown waits at most this long for Redis (it may be the thing that is down).
 SHUTDOWN_REDIS_TIMEOUT_S = 5.0
 SWEEP_EVERY_S = 5
-# Ctx is arq's dict; these are the keys we put in it, each holding a typed object.
-DEPS = "fotoowl"
+# Ctx is arq's dict; the key of the worker itself (DEPS, in fotoowl.jobs, holds the dependencies).
 WORKER = "fotoowl_worker"
 
 
@@ -115,63 +123,9 @@ async def open_deps(settings: AppSettings) -> AsyncIterator[Deps]:
         deps = make_deps(settings, pool, redis, storage, session)
         stack.callback(deps.close)
         await stack.enter_async_context(beating(deps.heartbeat))
+        # Previews of any import, made beside this process's copies (pipeline/preview_lane.py).
+        await stack.enter_async_context(preview_lane.running(deps))
         yield deps
-
-
-def _deps(ctx: dict[str, Any]) -> Deps:
-    deps: Deps = ctx[DEPS]
-    return deps
-
-
-def _retry_delay_s(ctx: dict[str, Any]) -> float:
-    """5 s doubling at the default retry backoff (2 s), capped at 5 minutes."""
-    tries: int = ctx.get("job_try", 1)
-    return float(min(300.0, 2.5 * _deps(ctx).settings.retry_backoff_s * 2 ** min(tries - 1, 10)))
-
-
-async def list_import(ctx: dict[str, Any], import_id: int) -> None:
-    """Every failure ends in a retry or a final status: the listing has an attempt budget
-    (FOTOOWL_MAX_LIST_ATTEMPTS), and outages of our own services do not spend it."""
-    deps = _deps(ctx)
-    extra = {"import_id": import_id}
-    try:
-        await listing.list_import(deps, import_id)
-        return
-    except Exception as exc:
-        error = exc
-    if is_db_outage(error) or is_redis_outage(error):
-        log.warning(
-            "listing met an outage (%s); it goes on once the service is back", type(error).__name__, extra=extra
-        )
-        await wait_for_database(deps.pool)
-        raise Retry(defer=1.0) from error
-    if isinstance(error, SourceError) and not error.transient:
-        await control.fail_import(deps.pool, import_id, error.reason or "source_error", str(error))
-        return
-    if isinstance(error, SourceError):
-        code, message = error.reason or f"http_{error.status}", str(error)
-        log.warning("listing hit a transient source error: %s", message, extra=extra)
-    else:
-        code, message = "internal_error", f"unexpected error: {type(error).__name__}: {error}"
-        log.error("listing failed unexpectedly", exc_info=error, extra=extra)
-    failures = await listing.record_list_failure(deps.pool, import_id, code, message)
-    if failures >= deps.settings.max_list_attempts:
-        await control.fail_import(
-            deps.pool,
-            import_id,
-            listing.LISTING_FAILED,
-            f"Listing the folder failed {failures} times; the last error: {message} ({code})",
-        )
-        return
-    raise Retry(defer=_retry_delay_s(ctx)) from error
-
-
-async def transfer_import(ctx: dict[str, Any], import_id: int) -> int:
-    return await transfer.transfer_import(_deps(ctx), import_id)
-
-
-async def sweep(ctx: dict[str, Any]) -> None:
-    await sweeper.sweep(_deps(ctx))
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -209,8 +163,14 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await stack.aclose()
 
 
-FUNCTIONS = [list_import, transfer_import]
-CRON_JOBS = [cron(sweep, second=set(range(0, 60, SWEEP_EVERY_S)), unique=True, run_at_startup=True, timeout=120)]
+FUNCTIONS = [list_import, transfer_import, check_watch, delete_import]
+CRON_JOBS = [
+    cron(sweep, second=set(range(0, 60, SWEEP_EVERY_S)), unique=True, run_at_startup=True, timeout=120),
+    # Every second: a watch's interval may be as short as FOTOOWL_WATCH_MIN_INTERVAL_S.
+    cron(queue_watch_checks, second=set(range(60)), unique=True, timeout=30),
+    # Every second; a run stops taking new batches after RUN_BUDGET_S (pipeline/webhooks.py).
+    cron(deliver_webhooks, second=set(range(60)), unique=True, run_at_startup=True, timeout=60),
+]
 
 
 _ENV = AppSettings.from_env()

@@ -4,7 +4,7 @@
 - `listing`: walk the source folder into item rows (the ledger), page by page.
 - `claims`: the ledger: every statement on items, leases by token, rows out as dataclasses.
 - `transfer`: claim batches and stream each file's bytes into storage.
-- `previews`: a thumbnail of each stored image.
+- `previews`, `preview_lane`: each recorded image's thumbnail, made afterwards by every worker's lane.
 - `finalise`: close an import once nothing of it is left to move.
 - `sweeper`: periodic repair, so every import reaches an end.
 - `limits`, `keys`, `deps`: per-process limits, storage keys, and what a process owns.

@@ -15,6 +15,7 @@ import asyncpg
 
 from fotoowl.config import AppSettings
 from fotoowl.metrics import FILES
+from fotoowl.pipeline import outbox
 from fotoowl.pipeline.deps import Deps
 from fotoowl.pipeline.keys import object_key
 from fotoowl.statuses import ItemStatus
@@ -73,7 +74,8 @@ SELECT * FROM lost
 _RECORD_DONE = """
 WITH done AS (
     UPDATE import_items it SET status = 'done', lease_token = NULL, lease_expires_at = NULL,
-           upload_id = NULL, error_code = NULL, error_message = NULL, updated_at = now()
+           upload_id = NULL, error_code = NULL, error_message = NULL, deduplicated_from = s.deduplicated_from,
+           updated_at = now()
     FROM staged_images s
     WHERE it.id = s.item_id AND it.status = 'in_progress' AND it.lease_token = s.lease_token
     RETURNING it.*
@@ -83,13 +85,14 @@ WITH done AS (
     -- The source's own checksum when it lists one, else the MD5 computed as the bytes went up.
     INSERT INTO images (source, source_id, google_drive_id, name, size, mime_type, storage_path, storage_key,
                         thumbnail_key, md5, checksum, checksum_kind, width, height, taken_time, camera_make,
-                        camera_model, folder_path, drive_created_at, drive_modified_at, import_id, imported_at)
+                        camera_model, folder_path, drive_created_at, drive_modified_at, import_id, imported_at,
+                        preview_status)
     SELECT o.source, d.file_id, CASE WHEN o.source = 'google_drive' THEN d.file_id END, d.name, s.size_bytes,
            d.mime_type, s.storage_path, s.storage_key, s.thumbnail_key, s.md5,
            coalesce(d.checksum, s.md5), CASE WHEN d.checksum IS NOT NULL THEN d.checksum_kind ELSE 'md5' END,
            coalesce(d.width, s.width), coalesce(d.height, s.height), d.taken_time,
            d.camera_make, d.camera_model, d.folder_path, d.drive_created_at, d.drive_modified_at,
-           d.import_id, now()
+           d.import_id, now(), CASE WHEN s.thumbnail_key IS NULL THEN 'pending' ELSE 'done' END
     FROM done d JOIN staged_images s ON s.item_id = d.id CROSS JOIN origin o
     ON CONFLICT (source, source_id) DO UPDATE SET
         name = EXCLUDED.name, size = EXCLUDED.size, mime_type = EXCLUDED.mime_type,
@@ -99,15 +102,19 @@ WITH done AS (
         height = EXCLUDED.height, taken_time = EXCLUDED.taken_time, camera_make = EXCLUDED.camera_make,
         camera_model = EXCLUDED.camera_model, folder_path = EXCLUDED.folder_path,
         drive_created_at = EXCLUDED.drive_created_at, drive_modified_at = EXCLUDED.drive_modified_at,
-        import_id = EXCLUDED.import_id, imported_at = EXCLUDED.imported_at
-    RETURNING 1
+        import_id = EXCLUDED.import_id, imported_at = EXCLUDED.imported_at,
+        -- New bytes, a new preview: a preview lane still making the old one no longer holds it.
+        preview_status = EXCLUDED.preview_status, preview_reason = NULL, preview_attempts = 0,
+        preview_lease_token = NULL, preview_lease_expires_at = NULL
+    RETURNING id
 )
-UPDATE imports SET imported_count = imported_count + (SELECT count(*) FROM done),
+UPDATE imports SET imported_count = imported_count + (SELECT count(*) FROM done WHERE deduplicated_from IS NULL),
+       deduplicated_count = deduplicated_count + (SELECT count(*) FROM done WHERE deduplicated_from IS NOT NULL),
        bytes_imported = bytes_imported + (SELECT coalesce(sum(s.size_bytes), 0)
                                           FROM done d JOIN staged_images s ON s.item_id = d.id),
        updated_at = now()
 WHERE id = $1
-RETURNING (SELECT count(*) FROM written) AS written
+RETURNING (SELECT array_agg(id ORDER BY id) FROM written) AS image_ids
 """
 
 
@@ -137,6 +144,7 @@ _STAGED_COLUMNS = (
     "size_bytes",
     "width",
     "height",
+    "deduplicated_from",
 )
 
 
@@ -199,6 +207,8 @@ class Copied:
     size_bytes: int
     width: int | None
     height: int | None
+    # The image whose stored bytes were copied inside storage instead of downloading the file again.
+    deduplicated_from: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,15 +227,19 @@ class CopyPaused:
     reason: str
 
 
-async def record_done(pool: asyncpg.Pool, import_id: int, lease_token: uuid.UUID, copied: Sequence[Copied]) -> int:
-    """Write image rows with COPY and mark their items done, in one transaction."""
+async def record_done(
+    pool: asyncpg.Pool, settings: AppSettings, import_id: int, lease_token: uuid.UUID, copied: Sequence[Copied]
+) -> int:
+    """Write image rows with COPY and mark their items done, in one transaction with their
+    `images.added` webhook event."""
     if not copied:
         return 0
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             """CREATE TEMP TABLE staged_images (
                    item_id bigint, lease_token uuid, storage_key text, storage_path text,
-                   thumbnail_key text, md5 text, size_bytes bigint, width int, height int
+                   thumbnail_key text, md5 text, size_bytes bigint, width int, height int,
+                   deduplicated_from bigint
                ) ON COMMIT DROP"""
         )
         await conn.copy_records_to_table(
@@ -242,12 +256,15 @@ async def record_done(pool: asyncpg.Pool, import_id: int, lease_token: uuid.UUID
                     c.size_bytes,
                     c.width,
                     c.height,
+                    c.deduplicated_from,
                 )
                 for c in copied
             ],
         )
-        written: int = await conn.fetchval(_RECORD_DONE, import_id)
-    return written
+        image_ids: list[int] | None = await conn.fetchval(_RECORD_DONE, import_id)
+        if image_ids:
+            await outbox.announce_images(conn, settings, import_id, image_ids)
+    return len(image_ids or ())
 
 
 async def record_failure(

@@ -9,6 +9,7 @@ import asyncpg
 from arq import ArqRedis
 
 from fotoowl.config import AppSettings
+from fotoowl.pipeline import outbox
 from fotoowl.resilience import is_redis_outage
 from fotoowl.sources.base import FolderLink
 from fotoowl.statuses import ACTIVE, RETRYABLE
@@ -17,15 +18,24 @@ log = logging.getLogger("fotoowl.pipeline.control")
 
 
 async def create_import(
-    pool: asyncpg.Pool, redis: ArqRedis, link: FolderLink, *, recursive: bool = True, reader: str | None = None
+    pool: asyncpg.Pool,
+    redis: ArqRedis,
+    link: FolderLink,
+    *,
+    recursive: bool = True,
+    reader: str | None = None,
+    prune: bool = False,
+    callback_url: str | None = None,
+    watch_id: int | None = None,
 ) -> asyncpg.Record:
     """`reader`: how a Drive folder is read ("api", "public_page"); None for other sources, and "api"
-    for Drive when not given."""
+    for Drive when not given. An import of a folder imported before is a sync (listing.py)."""
     if link.source == "google_drive" and reader is None:
         reader = "api"
     row = await pool.fetchrow(
-        """INSERT INTO imports (source, folder_id, folder_url, resource_key, link_password, recursive, reader)
-           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
+        """INSERT INTO imports (source, folder_id, folder_url, resource_key, link_password, recursive, reader,
+                                prune, callback_url, watch_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *""",
         link.source,
         link.folder_id,
         link.url,
@@ -33,6 +43,9 @@ async def create_import(
         link.password,
         recursive,
         reader,
+        prune,
+        callback_url,
+        watch_id,
     )
     assert row is not None
     try:
@@ -49,12 +62,16 @@ async def enqueue_listing(redis: ArqRedis, import_id: int, *, attempt: int) -> N
     await redis.enqueue_job("list_import", import_id, _job_id=f"list:{import_id}:{attempt}")
 
 
+async def enqueue_deletion(redis: ArqRedis, import_id: int, tag: str) -> None:
+    await redis.enqueue_job("delete_import", import_id, _job_id=f"delete:{import_id}:{tag}")
+
+
 async def enqueue_transfers(redis: ArqRedis, import_id: int, tag: str, count: int = 1) -> None:
     for n in range(count):
         await redis.enqueue_job("transfer_import", import_id, _job_id=f"transfer:{import_id}:{tag}:{n}")
 
 
-async def cancel_import(pool: asyncpg.Pool, import_id: int) -> tuple[str | None, bool]:
+async def cancel_import(pool: asyncpg.Pool, settings: AppSettings, import_id: int) -> tuple[str | None, bool]:
     """Stop an import; returns (its status after the call or None if missing, whether this call stopped it).
 
     Running transfers notice within a second and abort their uploads.
@@ -75,6 +92,7 @@ async def cancel_import(pool: asyncpg.Pool, import_id: int) -> tuple[str | None,
                WHERE id = $1""",
             import_id,
         )
+        await outbox.announce_finished(conn, settings, import_id)
     log.info("import cancelled", extra={"import_id": import_id})
     return "cancelled", True
 
@@ -123,13 +141,16 @@ def lanes(pending: int, settings: AppSettings) -> int:
     return max(1, min(16, -(-pending // claim_items)))
 
 
-async def fail_import(pool: asyncpg.Pool, import_id: int, code: str, message: str) -> None:
-    await pool.execute(
-        """UPDATE imports SET status = 'failed', error_code = $2, error_message = $3,
-                  finished_at = now(), updated_at = now()
-           WHERE id = $1 AND status IN ('queued', 'listing', 'running')""",
-        import_id,
-        code,
-        message,
-    )
+async def fail_import(pool: asyncpg.Pool, settings: AppSettings, import_id: int, code: str, message: str) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        failed = await conn.fetchval(
+            """UPDATE imports SET status = 'failed', error_code = $2, error_message = $3,
+                      finished_at = now(), updated_at = now()
+               WHERE id = $1 AND status IN ('queued', 'listing', 'running') RETURNING true""",
+            import_id,
+            code,
+            message,
+        )
+        if failed:
+            await outbox.announce_finished(conn, settings, import_id)
     log.warning("import failed: %s", message, extra={"import_id": import_id, "code": code})

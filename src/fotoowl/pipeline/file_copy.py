@@ -1,4 +1,4 @@
-"""Copying one file: its bytes from the source into storage, checked, and its preview.
+"""Copying one file: its bytes from the source into storage, checked (its preview comes later).
 
 Every failure becomes an outcome with a reason (CopyFailed), or, when our own storage or database
 failed it, a pause that costs the file no attempt (CopyPaused); nothing escapes to the batch.
@@ -22,9 +22,9 @@ from fotoowl.pipeline.claims import (
     CopyFailed,
     CopyPaused,
 )
+from fotoowl.pipeline.dedupe import copy_stored
 from fotoowl.pipeline.deps import Deps
 from fotoowl.pipeline.keys import object_key, stored_content_type
-from fotoowl.pipeline.previews import PREVIEW_MAX_SOURCE_BYTES, make_preview
 from fotoowl.resilience import is_db_outage, is_storage_outage, with_database
 from fotoowl.sources.base import FolderLink, Source, SourceError
 from fotoowl.sources.checksums import checksum_hasher, hashing
@@ -78,6 +78,9 @@ async def copy_item(
                 item.id, "internal_error", f"unexpected error: {type(exc).__name__}: {exc}", transient=True
             )
     else:
+        if copied.deduplicated_from is not None:
+            FILES.labels("deduplicated", "").inc()
+            return copied
         TRANSFER_SECONDS.observe(time.monotonic() - started)
         BYTES_TRANSFERRED.inc(copied.size_bytes)
         FILES.labels("imported", "").inc()
@@ -99,34 +102,25 @@ async def _copy(
 ) -> Copied:
     settings = deps.settings
     key = object_key(settings, origin.source.name, item.file_id, item.mime_type)
+    if settings.dedupe and (deduplicated := await copy_stored(deps, origin.source.name, item, key)):
+        on_stored()
+        return deduplicated
     # 0: the source did not say (a keyless Drive listing); the bytes themselves tell, as they stream.
     size = int(item.size_bytes)
-    wants_thumbnail = settings.thumbnail_px > 0 and size <= PREVIEW_MAX_SOURCE_BYTES
     part_size = part_size_for(size, settings.part_size_bytes)
     # What this file can hold in memory: its body twice if it goes up in one request (the chunks and
-    # their join), else two parts. Kept through the thumbnail, which reads that body.
+    # their join), else two parts.
     memory_bytes = 2 * (min(size, part_size) if size else part_size)
-    await deps.semaphore.acquire()
-    try:
-        # Slot first, then memory; a holder of memory alone (making a thumbnail) never waits for a
-        # slot, so the two limits cannot deadlock.
+    async with deps.semaphore:
         held_bytes = await deps.transfer_memory.acquire(memory_bytes)
         try:
             stored = await _upload(deps, origin, item, token, key, size)
-        except BaseException:
+        finally:
             await deps.transfer_memory.release(held_bytes)
-            raise
-    finally:
-        # The slot goes back before the thumbnail: previews never hold up transfers, only memory can.
-        deps.semaphore.release()
     on_stored()
-    thumb_key = width = height = None
-    try:
-        if wants_thumbnail:
-            thumb_key, width, height = await make_preview(deps, origin.source.name, item, key, stored)
-    finally:
-        await deps.transfer_memory.release(held_bytes)
-    return Copied(item.id, key, stored.storage_path, thumb_key, stored.md5_hex, stored.size_bytes, width, height)
+    # No preview here: the image is recorded with its preview pending, and a preview lane makes it
+    # later from the stored original (preview_lane.py), off the copy's path.
+    return Copied(item.id, key, stored.storage_path, None, stored.md5_hex, stored.size_bytes, None, None)
 
 
 async def _upload(deps: Deps, origin: Origin, item: ClaimedItem, token: uuid.UUID, key: str, size: int) -> StoredObject:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from fotoowl.pipeline import outbox
 from fotoowl.pipeline.deps import Deps
 from fotoowl.pipeline.keys import object_key, source_prefix
 from fotoowl.storage import MIN_PART_SIZE_BYTES
@@ -13,16 +14,19 @@ log = logging.getLogger("fotoowl.pipeline.finalise")
 
 async def finalise(deps: Deps, import_id: int) -> str | None:
     """Close the import once listing is over and no item is left to move; safe to call any time."""
-    status: str | None = await deps.pool.fetchval(
-        """UPDATE imports SET status = CASE WHEN failed_count > 0 THEN 'completed_with_errors'
+    async with deps.pool.acquire() as conn, conn.transaction():
+        status: str | None = await conn.fetchval(
+            """UPDATE imports SET status = CASE WHEN failed_count > 0 THEN 'completed_with_errors'
                                             ELSE 'completed' END,
                   finished_at = now(), updated_at = now()
            WHERE id = $1 AND status = 'running' AND listed_at IS NOT NULL
              AND NOT EXISTS (SELECT 1 FROM import_items
                              WHERE import_id = $1 AND status IN ('pending', 'in_progress'))
            RETURNING status""",
-        import_id,
-    )
+            import_id,
+        )
+        if status:
+            await outbox.announce_finished(conn, deps.settings, import_id)
     if status:
         log.info("import finished: %s", status, extra={"import_id": import_id})
         await abort_orphan_uploads(deps, import_id)

@@ -16,6 +16,7 @@ from fotoowl.metrics import FILES
 from fotoowl.pipeline.control import enqueue_transfers, fail_import, lanes
 from fotoowl.pipeline.deps import Deps, folder_link
 from fotoowl.pipeline.finalise import finalise
+from fotoowl.pipeline.removal import prune_removed, record_removed
 from fotoowl.resilience import is_redis_outage
 from fotoowl.sources.base import Entry, FolderNotAccessible, Skipped, SourceConfigError
 from fotoowl.statuses import ACTIVE
@@ -29,8 +30,9 @@ LISTING_HEARTBEAT_S = 5.0
 
 # --- listing --------------------------------------------------------------------------------------
 
-# An item is skipped at listing when the same source already gave us these bytes: same source id,
-# same checksum of the same kind.
+# A file already stored from this source under the same id is unchanged, and not copied again, when
+# everything the listing tells about it matches what was stored: its checksum, its modified time and
+# its size (a keyless Drive listing tells none of them, so there the id alone decides).
 _INSERT_ITEMS = """
 WITH input AS (
     SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
@@ -45,25 +47,25 @@ WITH input AS (
     SELECT $1, i.file_id, i.locator, i.name, i.folder_path, i.mime_type, i.size_bytes,
            CASE WHEN i.checksum_kind = 'md5' THEN i.checksum END, i.checksum, i.checksum_kind,
            i.width, i.height, i.taken_time, i.camera_make, i.camera_model, i.created, i.modified,
-           CASE WHEN i.skip_code IS NOT NULL OR img.id IS NOT NULL THEN 'skipped' ELSE 'pending' END,
-           CASE WHEN i.skip_code IS NOT NULL THEN i.skip_code
-                WHEN img.id IS NOT NULL THEN 'already_imported' END,
-           CASE WHEN i.skip_code IS NOT NULL THEN i.skip_message
-                WHEN img.id IS NOT NULL THEN 'already imported with the same checksum' END
+           CASE WHEN i.skip_code IS NOT NULL THEN 'skipped' WHEN img.id IS NOT NULL THEN 'unchanged'
+                ELSE 'pending' END,
+           i.skip_code, i.skip_message
     FROM input i
-    LEFT JOIN images img ON img.source = $19 AND img.source_id = i.file_id
-                        AND img.checksum = i.checksum AND img.checksum_kind = i.checksum_kind
+    LEFT JOIN images img ON i.skip_code IS NULL AND img.source = $19 AND img.source_id = i.file_id
+         AND (i.checksum IS NULL OR (img.checksum = i.checksum AND img.checksum_kind = i.checksum_kind))
+         AND (i.modified IS NULL OR img.drive_modified_at IS NULL OR img.drive_modified_at = i.modified)
+         AND (i.size_bytes = 0 OR img.size = i.size_bytes)
     ON CONFLICT (import_id, file_id) DO NOTHING
     RETURNING status, size_bytes
 )
 UPDATE imports SET
     found_count = found_count + (SELECT count(*) FROM ins),
     skipped_count = skipped_count + (SELECT count(*) FROM ins WHERE status = 'skipped'),
+    unchanged_count = unchanged_count + (SELECT count(*) FROM ins WHERE status = 'unchanged'),
     bytes_found = bytes_found + (SELECT coalesce(sum(size_bytes), 0) FROM ins WHERE status = 'pending'),
     heartbeat_at = now(), updated_at = now()
 WHERE id = $1
 RETURNING (SELECT count(*) FROM ins WHERE status = 'pending') AS pending,
-          (SELECT count(*) FROM ins WHERE status = 'skipped') AS skipped,
           status
 """
 
@@ -145,7 +147,7 @@ async def list_import(deps: Deps, import_id: int) -> None:
         return  # cancelled, finished, or listed by an earlier delivery of this job
     if row["list_failures"] >= deps.settings.max_list_attempts:
         message = f"Listing the folder failed {row['list_failures']} times; the last error: {row['list_error']}"
-        await fail_import(deps.pool, import_id, LISTING_FAILED, message)
+        await fail_import(deps.pool, deps.settings, import_id, LISTING_FAILED, message)
         return
     beating = asyncio.create_task(_listing_heartbeat(deps.pool, import_id))
     try:
@@ -189,10 +191,10 @@ async def _list(deps: Deps, import_id: int, row: asyncpg.Record) -> None:
     try:
         name = await source.folder_name(link)
     except FolderNotAccessible as exc:
-        await fail_import(deps.pool, import_id, FOLDER_NOT_ACCESSIBLE, str(exc))
+        await fail_import(deps.pool, deps.settings, import_id, FOLDER_NOT_ACCESSIBLE, str(exc))
         return
     except SourceConfigError as exc:
-        await fail_import(deps.pool, import_id, configuration_error_code(source.name), str(exc))
+        await fail_import(deps.pool, deps.settings, import_id, configuration_error_code(source.name), str(exc))
         return
     await deps.pool.execute("UPDATE imports SET folder_name = $2 WHERE id = $1", import_id, pg_text(name))
     log.info("listing started", extra={**extra, "folder_id": link.folder_id, "source": source.name})
@@ -213,6 +215,11 @@ async def _list(deps: Deps, import_id: int, row: asyncpg.Record) -> None:
                     raise
                 # The items are recorded; the sweeper queues transfers for them once Redis is back.
                 log.warning("could not queue transfers (Redis unavailable); the sweeper will", extra=extra)
+    # The whole folder is listed: whatever an earlier import of it stored that it no longer has is gone
+    # from the source (never decided on a partial listing, which ends above with an error instead).
+    await record_removed(deps, import_id, prune=row["prune"])
+    if row["prune"]:
+        await prune_removed(deps, import_id)
     await deps.pool.execute(
         """UPDATE imports SET listed_at = now(), status = 'running', updated_at = now()
            WHERE id = $1 AND status = 'listing'""",

@@ -10,7 +10,7 @@ import time
 
 from fotoowl.liveness import reclaim_from_the_dead
 from fotoowl.pipeline.claims import fail_exhausted
-from fotoowl.pipeline.control import enqueue_listing, enqueue_transfers, lanes
+from fotoowl.pipeline.control import enqueue_deletion, enqueue_listing, enqueue_transfers, lanes
 from fotoowl.pipeline.deps import Deps
 from fotoowl.pipeline.finalise import finalise
 from fotoowl.pipeline.keys import object_key
@@ -25,6 +25,8 @@ STALLED_AFTER_S = 15.0
 # The listing heartbeat comes every LISTING_HEARTBEAT_S; this many seconds without one means its worker died.
 LISTING_STALE_AFTER_S = 30.0
 QUEUED_STALE_AFTER_S = 30.0
+# A deletion beats while it waits for copies in flight and after every batch of images it deletes.
+DELETION_STALE_AFTER_S = 60.0
 
 
 async def sweep(deps: Deps) -> None:
@@ -63,6 +65,13 @@ async def sweep(deps: Deps) -> None:
         await fail_exhausted(deps, row["id"])
         await finalise(deps, row["id"])
     await _close_abandoned(deps)
+    # Deletions whose job was lost (its worker died, Redis lost its data) are queued again.
+    for row in await deps.pool.fetch(
+        """SELECT id FROM imports WHERE status = 'deleting'
+           AND (heartbeat_at IS NULL OR heartbeat_at < now() - make_interval(secs => $1))""",
+        DELETION_STALE_AFTER_S,
+    ):
+        await enqueue_deletion(deps.redis, row["id"], f"sweep{tick}")
 
 
 async def _close_abandoned(deps: Deps) -> None:

@@ -234,7 +234,7 @@ async def _transfer_batch(
         done = list(pending_results)
         pending_results.clear()
         try:
-            return await with_database(pool, lambda: record_done(pool, import_id, token, done))
+            return await with_database(pool, lambda: record_done(pool, settings, import_id, token, done))
         except Exception as exc:
             # One row the database refuses must not cost the others theirs: record one by one.
             log.error(
@@ -246,7 +246,7 @@ async def _transfer_batch(
         moved = 0
         for copied in done:
             try:
-                moved += await with_database(pool, lambda: record_done(pool, import_id, token, [copied]))  # noqa: B023
+                moved += await with_database(pool, lambda: record_done(pool, settings, import_id, token, [copied]))  # noqa: B023
             except Exception as exc:
                 failure = CopyFailed(
                     copied.item_id,
@@ -295,7 +295,7 @@ async def _transfer_batch(
         # Whatever was copied is kept; the rest goes back for another worker (or stays cancelled).
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
-                asyncio.shield(record_done(pool, import_id, token, pending_results)), RELEASE_TIMEOUT_S
+                asyncio.shield(record_done(pool, settings, import_id, token, pending_results)), RELEASE_TIMEOUT_S
             )
         # Every item of the claim: those recorded are no longer held and stay as they are.
         await _release_bounded(
@@ -324,7 +324,7 @@ async def _watch(deps: Deps, import_id: int, token: uuid.UUID, tasks: set[asynci
         await asyncio.sleep(1.0)
         try:
             status = await deps.pool.fetchval("SELECT status FROM imports WHERE id = $1", import_id)
-            if status == ImportStatus.CANCELLED:
+            if status in (ImportStatus.CANCELLED, ImportStatus.DELETING, None):
                 for task in tasks:
                     task.cancel()
                 raise ImportCancelled(import_id)

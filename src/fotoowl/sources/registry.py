@@ -19,17 +19,25 @@ from fotoowl.sources.google_drive.client import DriveClient
 from fotoowl.sources.google_drive.source import DriveSource
 from fotoowl.sources.google_drive_public.source import DrivePublicSource, public_pacer
 
+# The share of the Drive request quota kept for listing pages.
+LISTING_SHARE = 0.1
+
 
 def drive_client(settings: AppSettings, session: aiohttp.ClientSession, redis: ArqRedis) -> DriveClient:
     key = settings.google_api_key.get()
     # One bucket per API key, shared by every worker process on every machine.
     bucket = "fotoowl:pacer:" + hashlib.sha256(key.encode()).hexdigest()[:16]
-    pacer = RedisPacer(redis, bucket, settings.drive_rate_per_s, settings.drive_burst)
+    # The key's quota split in two lanes: listing pages (a few a second at most) never queue behind
+    # downloads, and together the lanes stay within the quota.
+    listing_rate_per_s = max(1.0, settings.drive_rate_per_s * LISTING_SHARE)
+    pacer = RedisPacer(redis, bucket, max(1.0, settings.drive_rate_per_s - listing_rate_per_s), settings.drive_burst)
+    listing_pacer = RedisPacer(redis, bucket + ":listing", listing_rate_per_s, max(1, int(listing_rate_per_s)))
     return DriveClient(
         session,
         api_url=settings.drive_api_url,
         api_key=key or None,
         pacer=pacer,
+        listing_pacer=listing_pacer,
         read_timeout_s=settings.drive_read_timeout_s,
         max_tries=settings.drive_max_tries,
     )

@@ -6,11 +6,11 @@ import dataclasses
 import hmac
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any
 
 import asyncpg
 from aiohttp import web
 
+from fotoowl.callbacks import verify_callback_url
 from fotoowl.models import (
     MAX_URL_CHARS,
     CancelAccepted,
@@ -25,7 +25,7 @@ from fotoowl.models import (
     RetryAccepted,
 )
 from fotoowl.pipeline import control
-from fotoowl.sources.base import InvalidLink
+from fotoowl.sources.base import FolderLink, InvalidLink
 from fotoowl.sources.links import parse_link
 from fotoowl.storage import ObjectNotFound
 from fotoowl.web.errors import ApiError
@@ -72,7 +72,15 @@ def _import_handler(source: str | None) -> Callable[[web.Request], Awaitable[web
         require_token(request)
         # An unusable link gets the code every unusable link gets, however it was found unusable.
         body = parse_body(ImportRequest, await json_object(request), value_codes={"folder_url": "invalid_folder_url"})
-        row = await submit_import(request, body.folder_url, body.recursive, source=source, password=body.password)
+        row = await submit_import(
+            request,
+            body.folder_url,
+            body.recursive,
+            source=source,
+            password=body.password,
+            prune=body.prune,
+            callback_url=body.callback_url,
+        )
         accepted = ImportAccepted(import_id=row["id"], status=row["status"], status_url=f"/imports/{row['id']}")
         return web.json_response(accepted.body(), status=202, headers={"Location": accepted.status_url})
 
@@ -80,9 +88,44 @@ def _import_handler(source: str | None) -> Callable[[web.Request], Awaitable[web
 
 
 async def submit_import(
-    request: web.Request, folder_url: str, recursive: bool, *, source: str | None = None, password: str | None = None
+    request: web.Request,
+    folder_url: str,
+    recursive: bool,
+    *,
+    source: str | None = None,
+    password: str | None = None,
+    prune: bool = False,
+    callback_url: str | None = None,
 ) -> asyncpg.Record:
     """Shared by the JSON API and the HTML form: validate the link, record the import, queue listing."""
+    link = await checked_link(request, folder_url, source=source, password=password)
+    if callback_url is not None:
+        callback_url = await checked_callback(request, callback_url)
+    reader = request.app[SETTINGS].drive_reader_in_use() if link.source == "google_drive" else None
+    row = await control.create_import(
+        request.app[DB],
+        request.app[ARQ],
+        link,
+        recursive=recursive,
+        reader=reader,
+        prune=prune,
+        callback_url=callback_url,
+    )
+    log.info("import queued", extra={"import_id": row["id"], "folder_id": link.folder_id, "source": link.source})
+    return row
+
+
+async def checked_callback(request: web.Request, callback_url: str) -> str:
+    try:
+        return await verify_callback_url(callback_url, request.app[SETTINGS])
+    except ValueError as exc:
+        raise ApiError(422, "invalid_callback_url", str(exc)) from None
+
+
+async def checked_link(
+    request: web.Request, folder_url: str, *, source: str | None = None, password: str | None = None
+) -> FolderLink:
+    """A pasted link as its source reads it, or a 422 saying why it is not usable."""
     if len(folder_url) > MAX_URL_CHARS:
         raise ApiError(422, "invalid_folder_url", f"'folder_url' is longer than {MAX_URL_CHARS} characters.")
     if not storable(folder_url) or (password is not None and not storable(password)):
@@ -93,10 +136,7 @@ async def submit_import(
         raise ApiError(422, "invalid_folder_url", str(exc)) from None
     if password:
         link = dataclasses.replace(link, password=password)
-    reader = request.app[SETTINGS].drive_reader_in_use() if link.source == "google_drive" else None
-    row = await control.create_import(request.app[DB], request.app[ARQ], link, recursive=recursive, reader=reader)
-    log.info("import queued", extra={"import_id": row["id"], "folder_id": link.folder_id, "source": link.source})
-    return row
+    return link
 
 
 async def fetch_import(request: web.Request, import_id: int) -> asyncpg.Record:
@@ -114,7 +154,14 @@ async def list_imports(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 50, hi=MAX_PAGE)
     cursor = request.query.get("cursor")
     before = decode_cursor(cursor) if cursor else 2**62
-    rows = await request.app[DB].fetch("SELECT * FROM imports WHERE id < $1 ORDER BY id DESC LIMIT $2", before, limit)
+    watch_id = int_param(request, "watch_id", hi=INT64_MAX)
+    rows = await request.app[DB].fetch(
+        """SELECT * FROM imports WHERE id < $1 AND ($3::bigint IS NULL OR watch_id = $3)
+           ORDER BY id DESC LIMIT $2""",
+        before,
+        limit,
+        watch_id,
+    )
     next_cursor = encode_cursor(rows[-1]["id"]) if rows and len(rows) == limit else None
     return web.json_response(ImportList(imports=[Import.from_row(r) for r in rows], next_cursor=next_cursor).body())
 
@@ -157,7 +204,7 @@ async def cancel_import(request: web.Request) -> web.Response:
     require_token(request)
     await json_object(request, optional=True)
     import_id = path_id(request)
-    status, stopped = await control.cancel_import(request.app[DB], import_id)
+    status, stopped = await control.cancel_import(request.app[DB], request.app[SETTINGS], import_id)
     if status is None:
         raise ApiError(404, "not_found", f"There is no import {import_id}.")
     if not stopped:
@@ -171,37 +218,21 @@ async def cancel_import(request: web.Request) -> web.Response:
 async def query_images(
     request: web.Request, limit: int, *, page: bool = False
 ) -> tuple[list[asyncpg.Record], str | None]:
-    """Newest first, keyset-paginated; shared with the gallery `page`."""
-    where = ["id < $1"]
+    """Newest first, keyset-paginated; shared with the gallery `page`. The SQL is image_query's."""
+    from fotoowl.web.image_query import ImageCriteria, fetch_images
+
     cursor = request.query.get("cursor")
-    args: list[Any] = [decode_cursor(cursor) if cursor else 2**62]
+    before_id = decode_cursor(cursor) if cursor else INT64_MAX
     import_id = int_param(request, "import_id", hi=INT64_MAX, blank_is_absent=page)
-    if import_id is not None:
-        args.append(import_id)
-        where.append(f"import_id = ${len(args)}")
-    if source := text_param(request, "source"):
-        args.append(source)
-        where.append(f"source = ${len(args)}")
-    if mime_type := text_param(request, "mime_type"):
-        args.append(mime_type)
-        where.append(f"mime_type = ${len(args)}")
-    if folder := text_param(request, "folder"):
-        folder = folder.strip("/")
-        args.append(folder)
-        like = folder.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
-        args.append(like)
-        where.append(f"(folder_path = ${len(args) - 1} OR folder_path LIKE ${len(args)})")
-    if q := text_param(request, "q").strip():
-        if len(q) > MAX_QUERY_CHARS:
-            raise ApiError(400, "invalid_parameter", f"'q' is longer than {MAX_QUERY_CHARS} characters.")
-        args.append("%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
-        where.append(f"name ILIKE ${len(args)}")
-    args.append(limit)
-    rows = await request.app[DB].fetch(
-        f"SELECT * FROM images WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ${len(args)}", *args
-    )
+    source, mime_type = text_param(request, "source"), text_param(request, "mime_type")
+    # folder=/ stays a filter: the images at the top of their import's folder.
+    folder = text_param(request, "folder").strip("/") if request.query.get("folder") else None
+    if len(q := text_param(request, "q").strip()) > MAX_QUERY_CHARS:
+        raise ApiError(400, "invalid_parameter", f"'q' is longer than {MAX_QUERY_CHARS} characters.")
+    filters = ImageCriteria(import_id, source or None, mime_type or None, folder, q or None)
+    rows = await fetch_images(request.app[DB], filters, before_id=before_id, limit=limit)
     next_cursor = encode_cursor(rows[-1]["id"]) if rows and len(rows) == limit else None
-    return list(rows), next_cursor
+    return rows, next_cursor
 
 
 async def list_images(request: web.Request) -> web.Response:
@@ -231,6 +262,8 @@ async def image_content(request: web.Request) -> web.StreamResponse:
 async def image_thumbnail(request: web.Request) -> web.StreamResponse:
     row = await fetch_image(request)
     if not row["thumbnail_key"]:
+        if row["preview_status"] == "pending":
+            raise ApiError(404, "no_thumbnail", "This image's thumbnail is not made yet: previews follow the import.")
         raise ApiError(404, "no_thumbnail", "This image has no thumbnail (its format could not be decoded).")
     return await _serve_object(request, row["thumbnail_key"], "image/jpeg", row["name"] + ".jpg")
 

@@ -16,7 +16,19 @@ from fotoowl import worker as worker_mod
 from fotoowl.config import AppSettings
 from fotoowl.db import create_pool, migrate
 from fotoowl.storage_backends import open_storage
-from fotoowl.web import api, error_pages, openapi, ops, security, templating, views
+from fotoowl.web import (
+    api,
+    api_sync,
+    api_webhooks,
+    error_pages,
+    events,
+    openapi,
+    ops,
+    security,
+    templating,
+    views,
+    views_sync,
+)
 from fotoowl.web.keys import ARQ, DB, SETTINGS, STORAGE, TEMPLATES, WORKER
 
 log = logging.getLogger("fotoowl.web")
@@ -68,7 +80,11 @@ def create_app(settings: AppSettings, *, run_worker: bool | None = None) -> web.
     if settings.embedded_workers if run_worker is None else run_worker:
         app.cleanup_ctx.append(_worker_ctx)
     api.setup_routes(app)
+    api_sync.setup_routes(app)
+    events.setup_routes(app)
+    api_webhooks.setup_routes(app)
     ops.setup_routes(app)
     openapi.setup_routes(app)
     views.setup_routes(app)
+    views_sync.setup_routes(app)
     return app

@@ -11,6 +11,7 @@ import copy
 import functools
 import json
 from importlib import metadata
+from types import ModuleType
 from typing import Any
 
 from aiohttp import web
@@ -18,14 +19,17 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from fotoowl.models import SCHEMA_MODELS, ImportRequest
-from fotoowl.web import openapi_paths
+from fotoowl.web import openapi_paths, openapi_sync, openapi_webhooks
 from fotoowl.web.keys import SETTINGS
-from fotoowl.web.openapi_paths import PARAMETERS, RESPONSES, response_ref
+from fotoowl.web.openapi_parts import PARAMETERS, RESPONSES, response_ref
 from fotoowl.web.params import INT64_MAX
 
 Schema = dict[str, Any]
 
 JSON = "application/json"
+# Modules describing a part of the API of their own: `MODELS` (schemas), `paths(auth_required)` and,
+# optionally, `WEBHOOKS` (what the server sends: OpenAPI 3.1 webhooks).
+EXTENSIONS: tuple[ModuleType, ...] = (openapi_sync, openapi_webhooks)
 
 
 def _ref(name: str) -> Schema:
@@ -40,8 +44,11 @@ ID_PARAM: Schema = {"type": "integer", "minimum": 1, "maximum": INT64_MAX}
 def schemas() -> dict[str, Schema]:
     """Generated from the models in fotoowl.models: bodies as they are validated, answers as they are
     written (every field required, no other field allowed)."""
+    # Bodies are described as they are validated; everything else as it is written.
+    requests = {ImportRequest, *(m for ext in EXTENSIONS for m in getattr(ext, "REQUESTS", ()))}
     pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
-        (model, "validation" if model is ImportRequest else "serialization") for model in SCHEMA_MODELS
+        (model, "validation" if model in requests else "serialization")
+        for model in (*SCHEMA_MODELS, *(m for ext in EXTENSIONS for m in ext.MODELS))
     ]
     _, top = models_json_schema(pairs, ref_template="#/components/schemas/{model}")
     return {name: _without_titles(schema) for name, schema in top["$defs"].items()}
@@ -59,6 +66,9 @@ def _without_titles(schema: Any) -> Any:
 def build_document(*, auth_required: bool) -> dict[str, Any]:
     """The document; `auth_required` marks the write endpoints as needing the bearer token."""
     operations = openapi_paths.operations(auth_required)
+    for ext in EXTENSIONS:
+        for path, methods in ext.paths(auth_required).items():
+            operations.setdefault(path, {}).update(methods)
     for path_item in operations.values():
         for op in path_item.values():
             op["responses"].setdefault("500", response_ref("Internal"))
@@ -79,8 +89,15 @@ def build_document(*, auth_required: bool) -> dict[str, Any]:
                 "`Authorization: Bearer <token>` when the server sets FOTOOWL_API_TOKEN. "
                 f"{auth_note}",
             },
-            "tags": [{"name": "imports"}, {"name": "images"}, {"name": "operations"}],
+            "tags": [
+                {"name": "imports"},
+                {"name": "images"},
+                {"name": "watches"},
+                {"name": "operations"},
+                {"name": "webhooks"},
+            ],
             "paths": operations,
+            "webhooks": {name: op for ext in EXTENSIONS for name, op in getattr(ext, "WEBHOOKS", {}).items()},
             "components": {
                 "schemas": schemas(),
                 "responses": RESPONSES,

@@ -13,7 +13,21 @@ IMPORT_EXAMPLE: dict[str, Any] = {
     "recursive": True,
     "reader": "api",
     "status": "running",
-    "counts": {"found": 1200, "imported": 480, "skipped": 10, "failed": 2, "pending": 708},
+    "prune": False,
+    "watch_id": None,
+    "callback_url": None,
+    "counts": {
+        "found": 1200,
+        "imported": 470,
+        "deduplicated": 6,
+        "unchanged": 4,
+        "skipped": 10,
+        "failed": 2,
+        "pending": 708,
+        "removed": 0,
+        "pruned": 0,
+    },
+    "previews": {"done": 452, "pending": 21, "none": 3},
     "bytes": {"found": 3145728000, "imported": 1258291200},
     "rate": {"files_per_s": 16.0, "bytes_per_s": 41943040},
     "eta_s": 44.2,
@@ -24,7 +38,10 @@ IMPORT_EXAMPLE: dict[str, Any] = {
     "urls": {
         "self": "/imports/42",
         "failures": "/imports/42/failures",
+        "removed": "/imports/42/removed",
         "images": "/images?import_id=42",
+        "events": "/imports/42/events",
+        "webhooks": "/imports/42/webhooks",
         "page": "/ui/imports/42",
     },
 }
@@ -51,6 +68,8 @@ IMAGE_EXAMPLE: dict[str, Any] = {
     "drive_modified_at": "2026-04-30T20:00:00Z",
     "url": "/images/1001/content",
     "thumbnail_url": "/images/1001/thumbnail",
+    "preview_status": "done",
+    "preview_reason": None,
 }
 FAILURE_EXAMPLE: dict[str, Any] = {
     "file_id": "1QwErTyUiOpAsDfGhJkLzXcVbNm567890",
@@ -61,5 +80,33 @@ FAILURE_EXAMPLE: dict[str, Any] = {
     "attempts": 3,
     "error": {"code": "downloadQuotaExceeded", "message": "The download quota for this file has been exceeded."},
     "failed_at": "2026-05-01T10:02:10Z",
+}
+WATCH_EXAMPLE: dict[str, Any] = {
+    "id": 7,
+    "source": "google_drive",
+    "folder_id": "1AbCdEfGhIjKlMnOpQrStUvWxYz012345",
+    "folder_url": "https://drive.google.com/drive/folders/1AbCdEfGhIjKlMnOpQrStUvWxYz012345",
+    "recursive": True,
+    "prune": False,
+    "callback_url": None,
+    "interval_s": 300,
+    "state": "watching",
+    "last_checked_at": "2026-05-01T12:00:00Z",
+    "last_result": "sync_started",
+    "next_check_at": "2026-05-01T12:05:00Z",
+    "last_sync_at": "2026-05-01T12:00:00Z",
+    "last_sync": {"import_id": 43, "status": "completed", "counts": IMPORT_EXAMPLE["counts"]},
+    "error": None,
+    "created_at": "2026-05-01T10:00:00Z",
+    "urls": {"self": "/watches/7", "imports": "/imports?watch_id=7", "images_page": "/ui/watches/7"},
+}
+REMOVED_EXAMPLE: dict[str, Any] = {
+    "file_id": "1QwErTyUiOpAsDfGhJkLzXcVbNm567890",
+    "name": "IMG_0078.jpg",
+    "folder_path": "Ceremony",
+    "mime_type": "image/jpeg",
+    "size": 3145728,
+    "pruned": False,
+    "image_id": 1002,
 }
 NOT_FOUND_EXAMPLE = {"error": {"code": "not_found", "message": "There is no import 999999."}}

@@ -23,6 +23,7 @@ STATUS_LABELS: dict[str, str] = {
     ImportStatus.COMPLETED_WITH_ERRORS: "Completed with errors",
     ImportStatus.FAILED: "Failed",
     ImportStatus.CANCELLED: "Cancelled",
+    ImportStatus.DELETING: "Deleting",
 }
 _KIND_LABELS = {
     "jpeg": "JPEG",

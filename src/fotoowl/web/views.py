@@ -20,7 +20,7 @@ from fotoowl import statuses
 from fotoowl.models import MAX_URL_CHARS, Image, Import
 from fotoowl.pipeline import control
 from fotoowl.resources import folder
-from fotoowl.web import api
+from fotoowl.web import api, sync_parts
 from fotoowl.web.errors import ApiError
 from fotoowl.web.keys import ARQ, DB, DEMO_FOLDERS, SETTINGS
 from fotoowl.web.params import decode_cursor, encode_cursor, parse_count, path_id
@@ -107,7 +107,13 @@ async def _recent_imports(request: web.Request) -> list[dict[str, Any]]:
 
 
 async def _home(
-    request: web.Request, *, status: int = 200, error: str | None = None, folder_url: str = "", recursive: bool = True
+    request: web.Request,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    folder_url: str = "",
+    recursive: bool = True,
+    watch: sync_parts.WatchFields | None = None,
 ) -> web.Response:
     imports = await _recent_imports(request)
     return render(
@@ -120,6 +126,8 @@ async def _home(
         imports=imports,
         any_active=any(i["active"] for i in imports),
         demo_folders=_demo_folders(request.app),
+        keep_in_step=watch is not None,
+        watch=sync_parts.watch_form_context(request, watch),
     )
 
 
@@ -144,14 +152,18 @@ async def submit(request: web.Request) -> web.Response:
     require_unlocked(request)
     folder_url = form.get("folder_url", "")
     recursive = form.get("recursive") in ("on", "1", "true")
+    # "Keep this folder in step": a watch, whose first check starts the first sync at once.
+    watch = sync_parts.WatchFields.from_form(form) if form.get("keep_in_step") == "on" else None
     try:
+        if watch is not None:
+            return see_other(request, f"/ui/watches/{await sync_parts.create_watch(request, watch)}")
         row = await api.submit_import(request, folder_url, recursive)
     except ApiError as exc:
         if exc.status_code != 422:
             raise
         # Shown again as typed, less what no page can hold.
         shown = folder_url[:MAX_URL_CHARS].replace("\x00", "").encode("utf-8", "replace").decode()
-        return await _home(request, status=422, error=exc.message, folder_url=shown, recursive=recursive)
+        return await _home(request, status=422, error=exc.message, folder_url=shown, recursive=recursive, watch=watch)
     return see_other(request, f"/ui/imports/{row['id']}")
 
 
@@ -165,8 +177,9 @@ def _id(request: web.Request) -> int:
 def progress_context(imp: dict[str, Any]) -> dict[str, Any]:
     """import_json plus what the progress bar and the badges need."""
     counts = imp["counts"]
-    done = counts["imported"] + counts["skipped"] + counts["failed"]
     found = counts["found"]
+    # Deduplicated and unchanged files are done too: everything found but what is still pending.
+    done = found - counts["pending"]
     active = imp["status"] in statuses.ACTIVE
     return {
         **imp,
@@ -211,13 +224,15 @@ async def import_page(request: web.Request) -> web.Response:
     import_id = _id(request)
     imp = progress_context(Import.from_row(await api.fetch_import(request, import_id)).body())
     failures = await _failures(request, import_id, request.query.get("failures_cursor") or None)
-    return render(request, "import.html", imp=imp, notice=_notice(request), **failures)
+    removed = await sync_parts.removed_list(request, imp, request.query.get("removed_cursor") or None)
+    return render(request, "import.html", imp=imp, notice=_notice(request), removed=removed, **failures)
 
 
 async def progress_fragment(request: web.Request) -> web.Response:
     import_id = _id(request)
     imp = progress_context(Import.from_row(await api.fetch_import(request, import_id)).body())
-    response = render(request, "_progress.html", imp=imp, oob_title=True)
+    # live=1: asked for by live.js on a Server-Sent Event, so the fragment need not poll.
+    response = render(request, "_progress.html", imp=imp, oob_title=True, live=request.query.get("live") == "1")
     seen = parse_count(request.query.get("seen_failed", ""))
     # Only an active import is polled, so a finished one here has just finished: its failures list
     # (below the bar, outside this fragment) reloads itself on this event, as on any new failure.
@@ -247,7 +262,7 @@ async def cancel(request: web.Request) -> web.Response:
     import_id = _id(request)
     await checked_form(request)
     require_unlocked(request)
-    status, stopped = await control.cancel_import(request.app[DB], import_id)
+    status, stopped = await control.cancel_import(request.app[DB], request.app[SETTINGS], import_id)
     if status is None:
         raise ApiError(404, "not_found", f"There is no import {import_id}.")
     return see_other(request, f"/ui/imports/{import_id}?cancelled={int(stopped)}")

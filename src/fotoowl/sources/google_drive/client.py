@@ -83,6 +83,7 @@ class DriveClient:
         api_url: str,
         api_key: str | None,
         pacer: Pacer | None = None,
+        listing_pacer: Pacer | None = None,
         max_tries: int = 8,
         backoff_base_s: float = 1.0,
         backoff_cap_s: float = 32.0,
@@ -94,6 +95,9 @@ class DriveClient:
         self._api_url = api_url.rstrip("/")
         self._api_key = api_key or None
         self._pacer = pacer
+        # Listing pages get a lane of their own: queued behind a busy folder's downloads, each page
+        # would wait for them, and the listing is what keeps the downloads fed.
+        self._listing_pacer = listing_pacer or pacer
         self.max_tries = max(1, max_tries)
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
@@ -134,11 +138,15 @@ class DriveClient:
         delay_s = self._rng.uniform(0.0, ceiling_s)
         return max(delay_s, retry_after_s) if retry_after_s is not None else delay_s
 
+    def _pacer_for(self, kind: str) -> Pacer | None:
+        return self._listing_pacer if kind == "list" else self._pacer
+
     async def _pause_before_retry(self, error: DriveError, attempt: int, kind: str, item_id: str) -> None:
         pace = ""
         extra: dict[str, object] = {}
-        if self._pacer is not None and is_rate_limit(error):
-            pace_per_s = await self._pacer.slow_down()
+        pacer = self._pacer_for(kind)
+        if pacer is not None and is_rate_limit(error):
+            pace_per_s = await pacer.slow_down()
             pace = f"; pacing Drive requests at {pace_per_s:.1f}/s"
             extra["pace_per_s"] = round(pace_per_s, 1)
         delay_s = self.backoff_s(attempt, error.retry_after_s)
@@ -168,8 +176,8 @@ class DriveClient:
         attempt = 0
         while True:
             attempt += 1
-            if self._pacer is not None:
-                await self._pacer.acquire()
+            if (pacer := self._pacer_for(kind)) is not None:
+                await pacer.acquire()
             try:
                 return await attempt_once()
             except DriveError as error:

@@ -1,0 +1,180 @@
+"""The preview lane: each worker process makes pending previews, of any import, beside its copies.
+
+Why a lane in every worker process and not arq jobs: arq runs a process's jobs in `max_jobs` slots
+taken in queue order, and an import's transfer jobs hold every slot until its last file is copied
+(each claims until nothing is left), so a preview job queued behind them would start only once the
+originals are done, and one queued ahead would take a transfer's slot. Previews queue in the
+database instead (`images.preview_status = 'pending'`, claimed oldest first under a lease with FOR
+UPDATE SKIP LOCKED, like items), and each process claims them whenever it has room: previews never
+wait for a transfer slot nor take one; a worker killed mid-preview leaves its claims to expire and
+be claimed again by any lane; and previews go on while Redis is down.
+
+Lower priority, bounded share. Previews share the process's event loop with its copies, and
+anything on that loop delays every copy in flight (each waits its turn on the loop several times per
+file): so while the process has copies in flight, the lane makes one preview per thumbnail thread at
+a time (FOTOOWL_THUMBNAIL_THREADS), and a few more once it has none. The decoding runs in those
+threads, at a lower OS priority.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+from functools import partial
+
+from fotoowl.pipeline.deps import Deps
+from fotoowl.pipeline.previews import (
+    PendingPreview,
+    PreviewDeferred,
+    PreviewMade,
+    claim_previews,
+    defer_previews,
+    drop_strays,
+    lease_s,
+    make_preview,
+    record_previews,
+    renew_previews,
+)
+from fotoowl.resilience import LONGEST_WAIT_S, is_db_outage, with_database
+
+log = logging.getLogger("fotoowl.pipeline.preview_lane")
+
+# Previews claimed at once by one process while it copies (a second or so of work, leaving the rest
+# to other processes) and while it does not (more, so each claim and record serves more previews).
+BATCH_SIZE = 32
+IDLE_BATCH_SIZE = 128
+# How often an idle lane looks for pending previews.
+IDLE_POLL_S = 1.0
+# Previews in flight per thumbnail thread while the process copies nothing (reading back and storing
+# overlap the decoding); while it copies, one.
+IDLE_IN_FLIGHT_PER_THREAD = 8
+# A preview storage failed is tried again after about this long (doubling with each attempt).
+RETRY_BACKOFF_S = 2.0
+# A hand-back on the way out is bounded; the lease expires otherwise.
+RELEASE_TIMEOUT_S = 10.0
+
+
+def copying(deps: Deps) -> bool:
+    """Whether this process has copies in flight (or claimed, about to be)."""
+    return deps.claim_room.held_items > 0
+
+
+def in_flight(deps: Deps) -> int:
+    """Previews this process makes at once now: fewer while it copies."""
+    threads = max(1, deps.settings.thumbnail_threads)
+    return threads if copying(deps) else threads * IDLE_IN_FLIGHT_PER_THREAD
+
+
+@contextlib.asynccontextmanager
+async def running(deps: Deps) -> AsyncIterator[None]:
+    """The lane of this process, from start-up to shutdown."""
+    task = asyncio.create_task(run_lane(deps), name="fotoowl-preview-lane")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def run_lane(deps: Deps) -> None:
+    """Make pending previews until cancelled; an error pauses the lane, never ends it."""
+    failures = 0
+    while True:
+        try:
+            claimed = await make_batch(deps)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failures += 1
+            delay_s = min(LONGEST_WAIT_S * 6, 0.5 * 2 ** min(failures, 6))
+            if is_db_outage(exc):
+                log.warning("preview lane: the database is unavailable (%s); waiting", type(exc).__name__)
+            else:
+                log.exception("preview lane: a batch failed; going on in %.1f s", delay_s)
+            await asyncio.sleep(delay_s)
+            continue
+        failures = 0
+        if not claimed:
+            await asyncio.sleep(IDLE_POLL_S)
+
+
+async def make_batch(deps: Deps, *, limit: int | None = None) -> int:
+    """Claim up to `limit` pending previews, make and record them; returns how many were claimed."""
+    pool = deps.pool
+    size = limit or (BATCH_SIZE if copying(deps) else IDLE_BATCH_SIZE)
+    await deps.storage_gate.wait_until_up()
+    token = uuid.uuid4()
+    # A claim whose answer is lost (an outage mid-statement) is left to its lease, which is short.
+    claimed = await with_database(pool, lambda: claim_previews(pool, token, size, lease_s(deps)))
+    if not claimed:
+        return 0
+    log.debug("previews claimed", extra={"previews": len(claimed)})
+    unfinished = {p.image_id for p in claimed}
+    made: list[PreviewMade] = []
+    renewer = asyncio.create_task(_renew(deps, token, unfinished))
+    running: set[asyncio.Task[PreviewMade | PreviewDeferred]] = set()
+    try:
+        waiting = list(claimed)
+        while waiting or running:
+            while waiting and len(running) < in_flight(deps):
+                running.add(asyncio.create_task(make_preview(deps, waiting.pop(0))))
+            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                outcome = task.result()
+                if isinstance(outcome, PreviewMade):
+                    made.append(outcome)
+                    continue
+                unfinished.discard(outcome.image_id)
+                await with_database(pool, partial(_defer, deps, token, outcome, claimed))
+        recorded = await with_database(pool, lambda: record_previews(pool, token, made))
+        unfinished.clear()
+        try:
+            await drop_strays(deps, made, recorded)
+        except Exception as exc:
+            log.warning("could not delete the previews of deleted images: %s", f"{type(exc).__name__}: {exc}"[:300])
+    except BaseException:
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        # What was made is kept; the rest goes back at once, its attempt given back (a shutdown or an
+        # outage of our own is not the image's fault), or else when its lease runs out.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(record_previews(pool, token, made)), RELEASE_TIMEOUT_S)
+            rest = sorted(unfinished - {m.image_id for m in made})
+            await asyncio.wait_for(
+                asyncio.shield(defer_previews(pool, token, rest, backoff_s=0.0, attempt_spent=False)),
+                RELEASE_TIMEOUT_S,
+            )
+        raise
+    finally:
+        renewer.cancel()
+        await asyncio.gather(renewer, return_exceptions=True)
+    return len(claimed)
+
+
+async def _defer(deps: Deps, token: uuid.UUID, outcome: PreviewDeferred, claimed: list[PendingPreview]) -> None:
+    attempts = next((p.attempts for p in claimed if p.image_id == outcome.image_id), 1)
+    # Exponential with jitter, so previews that failed together do not all come back together.
+    backoff_s = min(300.0, RETRY_BACKOFF_S * 2 ** max(0, attempts - 1)) * random.uniform(0.5, 1.5)
+    await defer_previews(deps.pool, token, [outcome.image_id], backoff_s=backoff_s, attempt_spent=outcome.attempt_spent)
+
+
+async def _renew(deps: Deps, token: uuid.UUID, image_ids: set[int]) -> None:
+    """Keep the batch's lease while it runs (a slow storage read can outlast it); a failed renewal is
+    tried again a second later."""
+    lease = lease_s(deps)
+    renewed_at = time.monotonic()
+    while True:
+        await asyncio.sleep(1.0)
+        if time.monotonic() - renewed_at < lease / 3:
+            continue
+        try:
+            await renew_previews(deps.pool, token, sorted(image_ids), lease)
+            renewed_at = time.monotonic()
+        except Exception as exc:
+            log.warning("preview lease renewal failed (%s); trying again", type(exc).__name__)
