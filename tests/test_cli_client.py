@@ -88,7 +88,8 @@ async def test_import_wait_json_is_the_import_as_the_api_shows_it(client: Any, d
         "pruned": 0,
     }
     resp = await client.get(f"/imports/{summary['id']}")
-    assert summary == await resp.json()
+    # Previews follow the import (their own stage): their counts may have moved on since.
+    assert without_previews(summary) == without_previews(await resp.json())
 
 
 async def test_import_without_wait_returns_once_queued(client: Any, drive: RunningEmulator) -> None:
@@ -188,7 +189,7 @@ async def test_imports_and_images_list_what_the_import_made(client: Any, drive: 
 
     code, out, _ = await run_cli(env, "imports", "--json")
     assert code == 0
-    assert [json.loads(line) for line in out.splitlines()] == [done]
+    assert [without_previews(json.loads(line)) for line in out.splitlines()] == [without_previews(done)]
 
     code, out, _ = await run_cli(env, "images", "--import-id", str(done["id"]))
     assert code == 0
@@ -362,3 +363,7 @@ def test_client_takes_only_http_urls() -> None:
     for url in ("ftp://example.com", "127.0.0.1:8000", "http://"):
         with pytest.raises(ValueError):
             FotoowlClient(url)
+
+
+def without_previews(body: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in body.items() if key != "previews"}

@@ -82,6 +82,23 @@ async def delete_images(pool: asyncpg.Pool, storage: Storage, images: Sequence[S
     return deleted
 
 
+async def removed_files(pool: asyncpg.Pool, import_id: int, after_id: int, limit: int) -> list[asyncpg.Record]:
+    """The files an import found gone from its folder, oldest first, each with the image still kept
+    for it (`image_id`, null once pruned)."""
+    rows: list[asyncpg.Record] = await pool.fetch(
+        """SELECT it.id, it.file_id, it.name, it.folder_path, it.mime_type, it.size_bytes, it.error_code,
+                  img.id AS image_id
+           FROM import_items it JOIN imports i ON i.id = it.import_id
+           LEFT JOIN images img ON img.source = i.source AND img.source_id = it.file_id
+           WHERE it.import_id = $1 AND it.status = 'removed' AND it.id > $2
+           ORDER BY it.id LIMIT $3""",
+        import_id,
+        after_id,
+        limit,
+    )
+    return rows
+
+
 async def record_removed(deps: Deps, import_id: int, *, prune: bool) -> int:
     """Report the folder's files that are gone since an earlier import stored them; returns how many."""
     message = (

@@ -187,20 +187,10 @@ async def sync_watch_now(request: web.Request) -> web.Response:
 async def list_removed(request: web.Request) -> web.Response:
     import_id = path_id(request)
     await fetch_import(request, import_id)
-    limit = int_param(request, "limit", 100, hi=MAX_PAGE)
+    limit = int_param(request, "limit", 100, hi=MAX_PAGE) or 100
     cursor = request.query.get("cursor")
     after = decode_cursor(cursor) if cursor else 0
-    rows = await request.app[DB].fetch(
-        """SELECT it.id, it.file_id, it.name, it.folder_path, it.mime_type, it.size_bytes, it.error_code,
-                  img.id AS image_id
-           FROM import_items it JOIN imports i ON i.id = it.import_id
-           LEFT JOIN images img ON img.source = i.source AND img.source_id = it.file_id
-           WHERE it.import_id = $1 AND it.status = 'removed' AND it.id > $2
-           ORDER BY it.id LIMIT $3""",
-        import_id,
-        after,
-        limit,
-    )
+    rows = await removal.removed_files(request.app[DB], import_id, after, limit)
     next_cursor = encode_cursor(rows[-1]["id"]) if rows and len(rows) == limit else None
     return web.json_response(
         RemovedList(removed=[RemovedFile.from_row(r) for r in rows], next_cursor=next_cursor).body()

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from fotoowl.models import MAX_URL_CHARS
 from fotoowl.models_sync import MAX_INTERVAL_S
+from fotoowl.pipeline import removal
 from fotoowl.pipeline.removal import PRUNED
 from fotoowl.web import api_sync
 from fotoowl.web.errors import ApiError
@@ -90,17 +91,7 @@ async def removed_list(request: web.Request, imp: Mapping[str, Any], cursor: str
         return {"files": [], "next_cursor": None, "cursor": cursor}
     after = decode_cursor(cursor) if cursor else 0
     # One row more than shown tells whether a next page exists.
-    rows = await request.app[DB].fetch(
-        """SELECT it.id, it.name, it.folder_path, it.mime_type, it.size_bytes, it.error_code,
-                  img.id AS image_id
-           FROM import_items it JOIN imports i ON i.id = it.import_id
-           LEFT JOIN images img ON img.source = i.source AND img.source_id = it.file_id
-           WHERE it.import_id = $1 AND it.status = 'removed' AND it.id > $2
-           ORDER BY it.id LIMIT $3""",
-        imp["id"],
-        after,
-        REMOVED_PAGE + 1,
-    )
+    rows = await removal.removed_files(request.app[DB], imp["id"], after, REMOVED_PAGE + 1)
     page: list[asyncpg.Record] = list(rows[:REMOVED_PAGE])
     files = [dict(r, pruned=r["error_code"] == PRUNED) for r in page]
     next_cursor = encode_cursor(page[-1]["id"]) if len(rows) > REMOVED_PAGE else None
