@@ -219,7 +219,9 @@ async def run_fotoowl(
         previews_seconds, after = await wait_previews(pool, created["id"], timeout_s, procs)
         problem = await check_import(pool, row, manifest)
         wanted = after["imported_count"] + after["deduplicated_count"]
-        if not problem and after["previews_done_count"] != wanted and "FOTOOWL_THUMBNAIL_PX" not in (overrides or {}):
+        # `none`: a preview that will not be made, with its reason (a file over the preview size limit).
+        finished = after["previews_done_count"] + after["previews_none_count"]
+        if not problem and finished != wanted and "FOTOOWL_THUMBNAIL_PX" not in (overrides or {}):
             problem = f"previews: {after['previews_done_count']} made of {wanted} ({after['previews_none_count']} none)"
         if not problem and row["status"] == "completed":
             problem = await check_stored_bytes(stack, pool, row["id"], manifest)
