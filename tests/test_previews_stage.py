@@ -199,8 +199,6 @@ async def test_a_lane_cancelled_mid_batch_hands_its_previews_back(
         drive.emu.add_image(root, f"M_{n:02d}.jpg", width=1600, height=1200)
     async with process_without_lane(app_settings) as deps:
         import_id = await import_by_hand(deps, root)
-        # As if the process were copying: one preview at a time, so the batch takes a while.
-        await deps.claim_room.reserve(1)
         batch = asyncio.create_task(preview_lane.make_batch(deps, limit=40))
         deadline = asyncio.get_running_loop().time() + 30
         while not await deps.pool.fetchval("SELECT count(*) FROM images WHERE preview_lease_token IS NOT NULL"):
@@ -215,6 +213,34 @@ async def test_a_lane_cancelled_mid_batch_hands_its_previews_back(
         assert all(r["preview_lease_token"] is None for r in rows)
         assert all(r["preview_status"] == "done" or r["preview_attempts"] == 0 for r in rows)
         assert await make_all_previews(deps) == sum(r["preview_status"] == "pending" for r in rows)
+        counts = await deps.pool.fetchrow("SELECT * FROM imports WHERE id = $1", import_id)
+        assert (counts["previews_done_count"], counts["previews_pending_count"]) == (40, 0)
+
+
+async def test_copies_come_first_previews_trickle_beside_them(
+    app_settings: AppSettings, drive: RunningEmulator
+) -> None:
+    root = drive.emu.add_folder(None, "Busy")
+    for n in range(40):
+        drive.emu.add_image(root, f"B_{n:02d}.jpg", width=1600, height=1200)
+    async with process_without_lane(app_settings) as deps:
+        import_id = await import_by_hand(deps, root)
+        batch = asyncio.create_task(preview_lane.make_batch(deps))
+        deadline = asyncio.get_running_loop().time() + 30
+        while not await deps.pool.fetchval("SELECT count(*) FROM images WHERE preview_lease_token IS NOT NULL"):
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.005)
+        await deps.claim_room.reserve(1)  # this process starts copying
+        assert await batch == 40
+        rows = await deps.pool.fetch("SELECT preview_status, preview_attempts, preview_lease_token FROM images")
+        # What had not started went back, its try given back; what was under way was finished.
+        assert all(r["preview_lease_token"] is None for r in rows)
+        assert all(r["preview_status"] == "done" or r["preview_attempts"] == 0 for r in rows)
+        pending = sum(r["preview_status"] == "pending" for r in rows)
+        # While it copies, one at a time.
+        assert await preview_lane.make_batch(deps) == min(1, pending)
+        deps.claim_room.give_back(1)
+        await make_all_previews(deps)
         counts = await deps.pool.fetchrow("SELECT * FROM imports WHERE id = $1", import_id)
         assert (counts["previews_done_count"], counts["previews_pending_count"]) == (40, 0)
 

@@ -35,15 +35,15 @@ log = logging.getLogger("fotoowl.pipeline.previews")
 
 # Larger originals get a placeholder: reading them back costs more than a preview is worth.
 PREVIEW_MAX_SOURCE_BYTES = 64 * 1024 * 1024
-# Originals up to this size are read into memory for their preview, larger ones into a temporary file.
-SPOOL_IN_MEMORY_BYTES = 1024 * 1024
+# Originals up to this size are read into memory for their preview (the lane bounds how many bytes it
+# holds at once: preview_lane.MEMORY_BYTES); larger ones into a temporary file as they are read.
+SPOOL_IN_MEMORY_BYTES = 8 * 1024 * 1024
 # Leases are short and renewed while a batch runs, so previews a killed worker held come back soon.
 PREVIEW_LEASE_MAX_S = 30.0
 # Thumbnail threads run at this niceness (Linux): the scheduler gives copies and the servers the CPU
 # first, and previews what is left.
 THREAD_NICENESS = 10
 
-PreviewStatus = Literal["pending", "done", "none"]
 # Why an image has no preview.
 NoPreviewReason = Literal["undecodable", "too_large", "missing", "failed", "disabled"]
 UNDECODABLE: Final = "undecodable"
@@ -153,6 +153,11 @@ WHERE id = ANY($2::bigint[]) AND preview_lease_token = $1 AND preview_status = '
 """
 
 
+def memory_bytes(pending: PendingPreview) -> int:
+    """What making this preview holds in memory at most (beside the decoder's own, small at draft scale)."""
+    return min(pending.size_bytes, SPOOL_IN_MEMORY_BYTES)
+
+
 def lease_s(deps: Deps) -> float:
     return min(PREVIEW_LEASE_MAX_S, float(deps.settings.lease_s))
 
@@ -237,8 +242,6 @@ async def make_preview(deps: Deps, pending: PendingPreview) -> PreviewMade | Pre
     extra = {"image_id": image_id, "source_id": pending.source_id}
     loop = asyncio.get_running_loop()
     try:
-        # Small originals stay in memory; larger ones go to a temporary file as they are read, so the
-        # previews in flight hold little memory whatever the sizes (a 7 MiB photo each, otherwise).
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES) as spool:
             async for chunk in deps.storage.stream(pending.storage_key):
                 spool.write(chunk)
