@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import TEST_API_KEY, RunningEmulator
+from conftest import TEST_API_KEY, RunningEmulator, counts
 from fotoowl.config import AppSettings
 from fotoowl.testing.drive_emulator import Fault
 
@@ -64,17 +64,7 @@ async def test_import_wait_json_exits_0_with_the_summary(
     assert code == 0, err
     summary = json.loads(out)
     assert summary["status"] == "completed"
-    assert summary["counts"] == {
-        "found": 7,
-        "imported": 6,
-        "skipped": 1,
-        "failed": 0,
-        "pending": 0,
-        "deduplicated": 0,
-        "unchanged": 0,
-        "removed": 0,
-        "pruned": 0,
-    }
+    assert summary["counts"] == counts(found=7, imported=6, skipped=1)
     assert summary["bytes"]["imported"] > 0
     # --direct builds this object without the web layer: it must stay what the API answers.
     resp = await client.get(f"/imports/{summary['id']}")

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from conftest import RunningEmulator, wait_for_import, wait_for_previews
+from conftest import RunningEmulator, counts, wait_for_import, wait_for_previews
 from fotoowl.config import AppSettings
 from fotoowl.pipeline import control, limits, listing, transfer
 from fotoowl.sources.links import parse_link
@@ -104,17 +104,7 @@ async def test_tree_import_lands_every_image_once(
 
     body = await run_import(client, kit, root)
     assert body["status"] == "completed", body
-    assert body["counts"] == {
-        "found": 61,
-        "imported": 60,
-        "skipped": 1,
-        "failed": 0,
-        "pending": 0,
-        "deduplicated": 0,
-        "unchanged": 0,
-        "removed": 0,
-        "pruned": 0,
-    }
+    assert body["counts"] == counts(found=61, imported=60, skipped=1)
     assert body["folder_name"] == "Wedding 2026"
 
     # Previews follow the import: made once its originals are stored and recorded.
@@ -160,33 +150,13 @@ async def test_reimport_skips_unchanged_and_reimports_changed(
 
     second = await run_import(client, kit, root)
     assert second["status"] == "completed"
-    assert second["counts"] == {
-        "found": 10,
-        "imported": 0,
-        "skipped": 0,
-        "failed": 0,
-        "pending": 0,
-        "deduplicated": 0,
-        "unchanged": 10,
-        "removed": 0,
-        "pruned": 0,
-    }
+    assert second["counts"] == counts(found=10, unchanged=10)
     assert sum(kit.bytes_served(i) for i in ids) == served_before, "a skipped file was downloaded"
 
     new_bytes = render_image("jpeg", 96, 64, 4242)
     kit.replace_content(ids[3], new_bytes)
     third = await run_import(client, kit, root)
-    assert third["counts"] == {
-        "found": 10,
-        "imported": 1,
-        "skipped": 0,
-        "failed": 0,
-        "pending": 0,
-        "deduplicated": 0,
-        "unchanged": 9,
-        "removed": 0,
-        "pruned": 0,
-    }
+    assert third["counts"] == counts(found=10, imported=1, unchanged=9)
     images = await images_by_source_id(app_settings)
     assert len(images) == 10
     changed = images[ids[3]]
@@ -213,17 +183,7 @@ async def test_permanent_failure_is_reported_then_retried(client: Any, kit: Sour
     assert (await resp.json())["requeued"] == 1
     again = await wait_for_import(client, body["id"])
     assert again["status"] == "completed"
-    assert again["counts"] == {
-        "found": 5,
-        "imported": 5,
-        "skipped": 0,
-        "failed": 0,
-        "pending": 0,
-        "deduplicated": 0,
-        "unchanged": 0,
-        "removed": 0,
-        "pruned": 0,
-    }
+    assert again["counts"] == counts(found=5, imported=5)
     assert await failures_of(client, body["id"]) == []
 
 
@@ -237,17 +197,7 @@ async def test_transient_failure_is_retried_to_success(
     kit.fail_transiently(ids[1])
     body = await run_import(client, kit, root)
     assert body["status"] == "completed", body
-    assert body["counts"] == {
-        "found": 4,
-        "imported": 4,
-        "skipped": 0,
-        "failed": 0,
-        "pending": 0,
-        "deduplicated": 0,
-        "unchanged": 0,
-        "removed": 0,
-        "pruned": 0,
-    }
+    assert body["counts"] == counts(found=4, imported=4)
     items = await items_by_file_id(app_settings, body["id"])
     assert {i: (r["status"], r["attempts"], r["error_code"]) for i, r in items.items()} == {
         i: ("done", 2 if i == ids[1] else 1, None) for i in ids
@@ -287,17 +237,7 @@ async def test_a_dropped_body_is_resumed_not_restarted(
     kit.drop_once(large, after_bytes=9 * MiB)  # into the second part of its multipart upload
     body = await run_import(client, kit, root)
     assert body["status"] == "completed", body
-    assert body["counts"] == {
-        "found": 2,
-        "imported": 2,
-        "skipped": 0,
-        "failed": 0,
-        "pending": 0,
-        "deduplicated": 0,
-        "unchanged": 0,
-        "removed": 0,
-        "pruned": 0,
-    }
+    assert body["counts"] == counts(found=2, imported=2)
     items = await items_by_file_id(app_settings, body["id"])
     images = await images_by_source_id(app_settings)
     for file_id in (small, large):
@@ -358,17 +298,7 @@ async def test_drive_native_docs_and_shortcut_cycles_are_passed_over(
     emu.add_shortcut(sub, "back to root", root)  # a folder cycle
     body = await wait_for_import(client, await start(client, drive_link(root)))
     assert body["status"] == "completed", body
-    assert body["counts"] == {
-        "found": 3,
-        "imported": 2,
-        "skipped": 1,
-        "failed": 0,
-        "pending": 0,
-        "deduplicated": 0,
-        "unchanged": 0,
-        "removed": 0,
-        "pruned": 0,
-    }
+    assert body["counts"] == counts(found=3, imported=2, skipped=1)
     assert set(await images_by_source_id(app_settings)) == ids
 
 

@@ -9,19 +9,12 @@ from typing import Any
 
 import asyncpg
 
-from conftest import wait_for_import, wait_for_previews
+from conftest import counts, wait_for_import, wait_for_previews
 from fotoowl.config import AppSettings
 from fotoowl.storage import ObjectNotFound, Storage
 from fotoowl.testing.images import render_image
 from source_kits import SourceKit
 from test_import import images_by_source_id, run_import, start, stored_keys, stored_md5
-
-
-def counts(**given: int) -> dict[str, int]:
-    base = dict.fromkeys(
-        ("found", "imported", "deduplicated", "unchanged", "skipped", "failed", "pending", "removed", "pruned"), 0
-    )
-    return base | given
 
 
 async def removed_of(client: Any, import_id: int) -> list[dict[str, Any]]:

@@ -37,7 +37,7 @@ class Deps:
     semaphore: asyncio.Semaphore = field(init=False)
     # Bounds the items this process holds claimed, so it never sits on work another could be doing.
     claim_room: ClaimRoom = field(init=False)
-    # Bounds the file bodies held in memory (in transfer or waiting for their thumbnail).
+    # Bounds the file bodies held in memory while they are transferred.
     transfer_memory: ByteBudget = field(init=False)
     # Previews are CPU work on their own thread(s), so they cannot take every core from the loop.
     thumbnail_executor: ThreadPoolExecutor = field(init=False)

@@ -22,7 +22,7 @@ from fotoowl.pipeline.claims import (
     CopyFailed,
     CopyPaused,
 )
-from fotoowl.pipeline.dedupe import copy_stored
+from fotoowl.pipeline.dedupe import StoredCopy, copy_stored
 from fotoowl.pipeline.deps import Deps
 from fotoowl.pipeline.keys import object_key, stored_content_type
 from fotoowl.resilience import is_db_outage, is_storage_outage, with_database
@@ -46,13 +46,18 @@ class Origin:
 
 
 async def copy_item(
-    deps: Deps, origin: Origin, item: ClaimedItem, token: uuid.UUID, on_stored: Callable[[], None]
+    deps: Deps,
+    origin: Origin,
+    item: ClaimedItem,
+    token: uuid.UUID,
+    on_stored: Callable[[], None],
+    stored_copy: StoredCopy | None = None,
 ) -> Copied | CopyFailed | CopyPaused:
     extra = {"import_id": item.import_id, "file_id": item.file_id}
     started = time.monotonic()
     outcome: CopyFailed | CopyPaused
     try:
-        copied = await _copy(deps, origin, item, token, on_stored)
+        copied = await _copy(deps, origin, item, token, on_stored, stored_copy)
     except SourceError as exc:
         outcome = CopyFailed(item.id, exc.reason or f"http_{exc.status}", str(exc), exc.transient)
     except ChecksumMismatch as exc:
@@ -98,11 +103,18 @@ class SizeMismatch(Exception):
 
 
 async def _copy(
-    deps: Deps, origin: Origin, item: ClaimedItem, token: uuid.UUID, on_stored: Callable[[], None]
+    deps: Deps,
+    origin: Origin,
+    item: ClaimedItem,
+    token: uuid.UUID,
+    on_stored: Callable[[], None],
+    stored_copy: StoredCopy | None,
 ) -> Copied:
     settings = deps.settings
     key = object_key(settings, origin.source.name, item.file_id, item.mime_type)
-    if settings.dedupe and (deduplicated := await copy_stored(deps, origin.source.name, item, key)):
+    if stored_copy is not None and (
+        deduplicated := await copy_stored(deps, origin.source.name, item, key, stored_copy)
+    ):
         on_stored()
         return deduplicated
     # 0: the source did not say (a keyless Drive listing); the bytes themselves tell, as they stream.

@@ -28,6 +28,7 @@ from fotoowl.pipeline.claims import (
     release_token,
 )
 from fotoowl.pipeline.control import enqueue_transfers
+from fotoowl.pipeline.dedupe import StoredCopy, find_stored_copies
 from fotoowl.pipeline.deps import Deps, folder_link
 from fotoowl.pipeline.file_copy import Origin, copy_item
 from fotoowl.pipeline.finalise import finalise
@@ -220,10 +221,10 @@ async def _transfer_batch(
     unfinished = {item.id for item in items}
     attempts = {item.id: item.attempts for item in items}
     tasks: dict[asyncio.Task[Copied | CopyFailed | CopyPaused], int] = {}
+    stored = await _stored_copies(deps, origin, items) if settings.dedupe else {}
     for item, give_place in zip(items, places, strict=True):
-        # A place is free for the next claim once the file is stored (its preview is bounded by
-        # memory, not by places), or however else its copy ends.
-        task = asyncio.create_task(copy_item(deps, origin, item, token, give_place))
+        # A place is free for the next claim once the file is stored, or however else its copy ends.
+        task = asyncio.create_task(copy_item(deps, origin, item, token, give_place, stored.get(item.id)))
         task.add_done_callback(_giving_back([give_place]))
         tasks[task] = item.id
     watcher = asyncio.create_task(_watch(deps, import_id, token, set(tasks)))
@@ -310,6 +311,16 @@ async def _transfer_batch(
         await asyncio.gather(*tasks, return_exceptions=True)
         await with_database(pool, lambda: release(pool, token, list(unfinished), ItemStatus.CANCELLED))
     return moved
+
+
+async def _stored_copies(deps: Deps, origin: Origin, items: Sequence[ClaimedItem]) -> dict[int, StoredCopy]:
+    """Bytes already stored for the batch's files, found in one query; dedupe only saves work, so a
+    failed lookup means downloading them as usual."""
+    try:
+        return await find_stored_copies(deps.pool, origin.source.name, items)
+    except Exception as exc:
+        log.warning("looking up stored copies failed (%s); downloading the batch", type(exc).__name__)
+        return {}
 
 
 async def _watch(deps: Deps, import_id: int, token: uuid.UUID, tasks: set[asyncio.Task[Any]]) -> None:

@@ -222,7 +222,13 @@ async def begin_deletion(request: web.Request, import_id: int) -> None:
 async def delete_image(request: web.Request) -> web.Response:
     require_token(request)
     await json_object(request, optional=True)
-    image_id = path_id(request)
+    await remove_image(request, path_id(request))
+    return web.Response(status=204)
+
+
+async def remove_image(request: web.Request, image_id: int) -> None:
+    """Shared with the pages: the image's objects, then its row; 404 if there is none, 503 if storage
+    did not delete the objects (nothing changed then)."""
     row = await request.app[DB].fetchrow("SELECT id, storage_key, thumbnail_key FROM images WHERE id = $1", image_id)
     if row is None:
         raise ApiError(404, "not_found", f"There is no image {image_id}.")
@@ -231,7 +237,6 @@ async def delete_image(request: web.Request) -> web.Response:
     except (ClientError, BotoCoreError, StorageDeleteFailed) as exc:
         log.warning("deleting image %d failed: storage: %s", image_id, exc)
         raise ApiError(503, "storage_unavailable", "Storage did not delete the image's objects; try again.") from None
-    return web.Response(status=204)
 
 
 def setup_routes(app: web.Application) -> None:

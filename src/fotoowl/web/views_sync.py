@@ -13,15 +13,12 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
-from botocore.exceptions import BotoCoreError, ClientError
 
 from fotoowl.models import Image, Import
-from fotoowl.pipeline import removal
 from fotoowl.statuses import ImportStatus
-from fotoowl.storage import StorageDeleteFailed
 from fotoowl.web import api, api_sync, sync_parts
 from fotoowl.web.errors import ApiError
-from fotoowl.web.keys import DB, SETTINGS, STORAGE
+from fotoowl.web.keys import DB, SETTINGS
 from fotoowl.web.params import decode_cursor, encode_cursor, parse_count, path_id
 from fotoowl.web.security import checked_form, require_unlocked
 from fotoowl.web.templating import render, see_other, source_label
@@ -332,14 +329,7 @@ async def delete_image(request: web.Request) -> web.Response:
     image_id = _id(request)
     await checked_form(request)
     require_unlocked(request)
-    row = await request.app[DB].fetchrow("SELECT id, storage_key, thumbnail_key FROM images WHERE id = $1", image_id)
-    if row is None:
-        raise ApiError(404, "not_found", f"There is no image {image_id}.")
-    try:
-        await removal.delete_images(request.app[DB], request.app[STORAGE], [removal.StoredImage.from_row(row)])
-    except (ClientError, BotoCoreError, StorageDeleteFailed) as exc:
-        log.warning("deleting image %d failed: storage: %s", image_id, exc)
-        raise ApiError(503, "storage_unavailable", "Storage did not delete the image; try again.") from None
+    await api_sync.remove_image(request, image_id)
     return see_other(request, "/ui/gallery?deleted=1")
 
 
