@@ -77,7 +77,7 @@ async def gallery(servers: Any) -> AsyncIterator[str]:
         await conn.copy_records_to_table(
             "images", records=_image_rows(), columns=[*columns.split(), "import_id", "imported_at"]
         )
-        await conn.execute("VACUUM (ANALYZE) images, imports")
+        await conn.execute("VACUUM (ANALYZE) images, image_search, imports")
         yield url
     finally:
         await conn.close()
@@ -94,7 +94,7 @@ async def pool(gallery: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 async def _has_trigram_index(pool: asyncpg.Pool) -> bool:
-    return bool(await pool.fetchval("SELECT to_regclass('images_name_trgm_idx') IS NOT NULL"))
+    return bool(await pool.fetchval("SELECT to_regclass('image_search_name_trgm_idx') IS NOT NULL"))
 
 
 # Each (label, filters): common and rare values, old-only ones, values that match nothing.
@@ -194,10 +194,43 @@ async def test_no_statement_reads_the_whole_images_table(
     trigram = await _has_trigram_index(pool)
     short_or_unindexed = filters.q is not None and (not trigram or len(filters.q) < 3)
     for plan in await _plans(pool, filters, limit):
-        scanned = [n for n in _nodes(plan) if n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "images"]
+        scanned = [
+            n
+            for n in _nodes(plan)
+            if n["Node Type"] == "Seq Scan" and n.get("Relation Name") in ("images", "image_search")
+        ]
         if short_or_unindexed and filters.folder is None and filters.import_id is None:
             continue  # no index finds a substring without pg_trgm: the one case that may scan
         assert not scanned, f"{label}: {json.dumps(plan, indent=1)[:3000]}"
+
+
+async def test_the_search_table_follows_every_write_of_images(gallery: str) -> None:
+    """sql/009's triggers: inserts (COPY too), a renamed or retyped image, an import's deletion
+    (its images keep their rows, import_id NULL), image deletions."""
+    conn = await asyncpg.connect(gallery)
+    writes = conn.transaction()  # rolled back: the gallery is shared by the module's tests
+    await writes.start()
+    try:
+        same = "SELECT count(*) FROM images i FULL JOIN image_search s USING (id) WHERE s.id IS NULL OR i.id IS NULL"
+        same += " OR s.name_key IS DISTINCT FROM images_name_key(i.name) OR (s.import_id, s.source, s.mime_type)"
+        same += " IS DISTINCT FROM (i.import_id, i.source, i.mime_type)"
+        assert await conn.fetchval("SELECT count(*) FROM image_search") == IMPORTS * IMAGES_PER_IMPORT
+        assert await conn.fetchval(same) == 0
+        await conn.execute("UPDATE images SET name = 'Renamed_Beach.JPG', mime_type = 'image/png' WHERE id = 5")
+        await conn.execute("UPDATE images SET size = size + 1, thumbnail_key = 'x' WHERE id = 6")
+        await conn.execute("DELETE FROM imports WHERE id = 2")
+        await conn.execute("DELETE FROM images WHERE id IN (7, 8, 9)")
+        await conn.execute(
+            """INSERT INTO images (source, source_id, name, size, mime_type, storage_path, storage_key)
+               VALUES ('dropbox', 'new-1', 'Fresh Start.jpg', 1, 'image/jpeg', 's3://b/n', 'n')"""
+        )
+        assert await conn.fetchval(same) == 0
+        assert await conn.fetchval("SELECT name_key FROM image_search WHERE id = 5") == "renamedqbeachqjpg"
+        assert await conn.fetchval("SELECT count(*) FROM image_search WHERE import_id = 2") == 0
+        assert await conn.fetchval("SELECT count(*) FROM image_search WHERE id IN (7, 8, 9)") == 0
+    finally:
+        await writes.rollback()
+        await conn.close()
 
 
 async def test_a_rare_name_is_found_through_the_trigram_index(pool: asyncpg.Pool) -> None:
@@ -205,7 +238,7 @@ async def test_a_rare_name_is_found_through_the_trigram_index(pool: asyncpg.Pool
         pytest.skip("this PostgreSQL has no pg_trgm: names are found by walking")
     plans = await _plans(pool, ImageCriteria(q="sunset_panorama"), 10)
     used = {n.get("Index Name") for plan in plans for n in _nodes(plan)}
-    assert "images_name_trgm_idx" in used
+    assert "image_search_name_trgm_idx" in used
 
 
 async def test_the_folder_filter_reads_the_folder_index_below_the_window(pool: asyncpg.Pool) -> None:

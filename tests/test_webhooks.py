@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
@@ -346,6 +347,32 @@ async def test_nothing_is_written_without_a_destination(settings: AppSettings, p
         await outbox.announce_finished(conn, settings, import_id)
     assert await outbox_rows(pool) == []
     assert await webhooks.deliver_due(pool, settings) == 0
+
+
+async def test_a_courier_keeps_its_sessions_from_run_to_run_and_closes_them_with_the_worker(
+    settings: AppSettings, pool: asyncpg.Pool, receiver: Receiver
+) -> None:
+    """Runs come every second: each used to open and close its own sessions, and a shutdown that
+    cancelled a run halfway left them open."""
+    settings = hooked(settings, receiver)
+    courier = webhooks.Courier()
+    opened: list[aiohttp.ClientSession] = []
+    real = aiohttp.ClientSession
+
+    def counting(*args: Any, **kwargs: Any) -> aiohttp.ClientSession:
+        opened.append(real(*args, **kwargs))
+        return opened[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(webhooks.aiohttp, "ClientSession", counting)
+        for _ in range(3):
+            await announce_finished(pool, settings, await new_import(pool, finished=True))
+            assert await courier.run(pool, settings) == 1
+        assert len(receiver.hits) == 3
+        assert len(opened) == 2 and not any(s.closed for s in opened)  # trusted + callbacks, once
+        await courier.close()
+    assert all(s.closed for s in opened)
+    await courier.close()  # twice is harmless
 
 
 async def test_a_rolled_back_change_announces_nothing(

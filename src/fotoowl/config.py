@@ -95,6 +95,8 @@ class AppSettings:
     max_attempts: int = 3
     # Listing a folder may fail this many times (Drive errors, unexpected ones) before the import fails.
     max_list_attempts: int = 5
+    # Folders of one listing read at once: a tree of small folders lists in round trips per folder.
+    listing_folders_at_once: int = 4
     retry_backoff_s: float = 2.0
     # Google's documented 12,000 queries per minute. A ceiling: each rate-limit answer halves the
     # pace, which then climbs back over a minute (pacer.py).
@@ -192,6 +194,7 @@ class AppSettings:
             "lease_s",
             "max_attempts",
             "max_list_attempts",
+            "listing_folders_at_once",
             "drive_max_tries",
             "drive_burst",
             "job_timeout_s",

@@ -27,6 +27,7 @@ from redis.backoff import ExponentialBackoff
 from fotoowl.config import AppSettings
 from fotoowl.db import create_pool as create_db_pool
 from fotoowl.jobs import (
+    COURIER,
     DEPS,
     check_watch,
     delete_import,
@@ -37,7 +38,7 @@ from fotoowl.jobs import (
     transfer_import,
 )
 from fotoowl.liveness import beating
-from fotoowl.pipeline import preview_lane
+from fotoowl.pipeline import preview_lane, webhooks
 from fotoowl.pipeline.deps import Deps
 from fotoowl.resilience import LONGEST_WAIT_S, is_redis_outage
 from fotoowl.sources.registry import open_sources
@@ -136,6 +137,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     stack = contextlib.AsyncExitStack()
     ctx["fotoowl_stack"] = stack
     ctx[DEPS] = await stack.enter_async_context(open_deps(settings))
+    # The webhook courier's HTTP sessions live as long as the worker (jobs.deliver_webhooks runs it).
+    courier: webhooks.Courier = ctx.setdefault(COURIER, webhooks.Courier())
+    stack.push_async_callback(courier.close)
     if settings.worker_http_port:
         try:
             await stack.enter_async_context(
@@ -288,8 +292,10 @@ async def _run_worker_forever() -> None:
         delay_s = min(LONGEST_WAIT_S, delay_s * 2)
 
 
-def embedded_worker(deps: Deps, settings: AppSettings, redis: ArqRedis) -> Worker:
-    """The same worker as the CLI's, built to run inside an event loop we own."""
+def embedded_worker(
+    deps: Deps, settings: AppSettings, redis: ArqRedis, courier: webhooks.Courier | None = None
+) -> Worker:
+    """The same worker as the CLI's, built to run inside an event loop we own (which closes `courier`)."""
     return ResilientWorker(
         functions=FUNCTIONS,
         cron_jobs=CRON_JOBS,
@@ -297,7 +303,7 @@ def embedded_worker(deps: Deps, settings: AppSettings, redis: ArqRedis) -> Worke
         queue_name=QUEUE_NAME,
         job_serializer=json_serializer,
         job_deserializer=json_deserializer,
-        ctx={DEPS: deps},
+        ctx={DEPS: deps, COURIER: courier or webhooks.Courier()},
         max_jobs=Settings.max_jobs,
         job_timeout=settings.job_timeout_s,
         keep_result=Settings.keep_result,
@@ -363,7 +369,8 @@ class EmbeddedWorker:
         async with open_deps(self.settings) as deps:
             # Its own Redis pool: the worker's shutdown closes the pool it polls with.
             redis = await create_arq_pool(self.settings, patient=True)
-            worker = embedded_worker(deps, self.settings, redis)
+            courier = webhooks.Courier()
+            worker = embedded_worker(deps, self.settings, redis, courier)
             if isinstance(worker, ResilientWorker):
                 worker.polled_at_s = time.monotonic()
             self._worker = worker
@@ -375,6 +382,7 @@ class EmbeddedWorker:
             finally:
                 # Worker.close() would close the pool through redis-py's deprecated close().
                 await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+                await courier.close()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(redis.delete(worker.health_check_key), SHUTDOWN_REDIS_TIMEOUT_S)
                 await redis.aclose()

@@ -116,41 +116,54 @@ def origin(url: str) -> str:
 
 class Courier:
     """One worker's deliveries: a run at a time. Cron starts a job every second, and a run slowed by
-    unresponsive receivers must not pile up jobs that take the worker's slots from imports."""
+    unresponsive receivers must not pile up jobs that take the worker's slots from imports. Its HTTP
+    sessions are the worker's, kept from run to run (a run a second under a steady stream of events)
+    and closed with the worker (`close`), never by a run that a shutdown cancels halfway."""
 
     def __init__(self) -> None:
         self.busy = False
+        self._sessions: _Sessions | None = None
 
     async def run(self, pool: asyncpg.Pool, settings: AppSettings) -> int:
         if self.busy:
             return 0
         self.busy = True
         try:
-            return await deliver_due(pool, settings)
+            if self._sessions is None:
+                self._sessions = _Sessions(settings)
+            return await deliver_due(pool, settings, sessions=self._sessions)
         finally:
             self.busy = False
 
+    async def close(self) -> None:
+        sessions, self._sessions = self._sessions, None
+        if sessions is not None:
+            await sessions.close()
 
-async def deliver_due(pool: asyncpg.Pool, settings: AppSettings, *, budget_s: float = RUN_BUDGET_S) -> int:
-    """Deliver what is due, batch after batch, for up to `budget_s`; returns how many were delivered."""
+
+async def deliver_due(
+    pool: asyncpg.Pool, settings: AppSettings, *, budget_s: float = RUN_BUDGET_S, sessions: _Sessions | None = None
+) -> int:
+    """Deliver what is due, batch after batch, for up to `budget_s`; returns how many were delivered.
+    Without `sessions` (a Courier's), the run opens its own and closes them at its end."""
     deadline = time.monotonic() + budget_s
     delivered = 0
-    sessions: _Sessions | None = None
+    own: _Sessions | None = None
     try:
         while time.monotonic() < deadline:
             rows = await pool.fetch(_CLAIM, CLAIM_ROWS, LEASE_S)
             if not rows:
                 break
             if sessions is None:
-                sessions = _Sessions(settings)
+                sessions = own = _Sessions(settings)
             if not settings.webhook_secret:
                 log.error("%d webhook deliveries wait: FOTOOWL_WEBHOOK_SECRET is not set", len(rows))
             delivered += await _deliver_batch(pool, settings, sessions, rows)
             if len(rows) < CLAIM_ROWS:
                 break
     finally:
-        if sessions is not None:
-            await sessions.close()
+        if own is not None:
+            await own.close()
     return delivered
 
 

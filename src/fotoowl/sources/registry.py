@@ -40,6 +40,7 @@ def drive_client(settings: AppSettings, session: aiohttp.ClientSession, redis: A
         listing_pacer=listing_pacer,
         read_timeout_s=settings.drive_read_timeout_s,
         max_tries=settings.drive_max_tries,
+        folders_at_once=settings.listing_folders_at_once,
     )
 
 
@@ -57,6 +58,7 @@ def open_sources(settings: AppSettings, session: aiohttp.ClientSession, redis: A
         pacer=pacer_public,
         page_url=settings.drive_public_page_url,
         download_url=settings.drive_public_download_url,
+        folders_at_once=settings.listing_folders_at_once,
     )
     if settings.dropbox_app_key and settings.dropbox_app_secret:
         key = settings.dropbox_app_key

@@ -17,8 +17,9 @@ statements for each mix of filters are chosen here, each bounded by what it read
   - folder: each distinct folder path of the subtree (found by one index probe each) is read newest
     first from (folder_path, id), and the pages are merged. The index carries import, source and
     type, so the other equality filters cost no visit to the rows;
-  - `q` of 3+ characters with pg_trgm: the trigram index's candidates, sorted, written
-    `ORDER BY id + 0` so that the planner cannot turn them back into a walk.
+  - `q` of 3+ characters with pg_trgm: the trigram index's candidates from the narrow search table
+    (sql/009: id, import, source, type and name key), sorted, written `ORDER BY id + 0` so that the
+    planner cannot turn them back into a walk.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ ORDERED_INDEXES: tuple[tuple[str, ...], ...] = (
     ("source",),
     ("mime_type",),
 )
-NAME_INDEX = "images_name_trgm_idx"
+NAME_INDEX = "image_search_name_trgm_idx"
 # pg_trgm splits a name into words at every character that is not a letter or digit, so
 # "IMG_0123.JPG" would be the words img, 0123 and jpg, and `q=img jpg` would make every such name a
 # candidate. The index is on images_name_key(name) (sql/006_scale.sql): the lowercased name with
@@ -100,6 +101,8 @@ class ImageQuery:
         self.equalities = filters.equalities()
         self.walked = next((cols for cols in ORDERED_INDEXES if set(cols) <= self.equalities.keys()), ())
         self.exact = filters.folder is None and not filters.q
+        # `q` alone: answered from the narrow search table (sql/009) but for the page's own rows.
+        self.name_only = bool(filters.q) and filters.folder is None and not self.equalities
 
     def exact_query(self, before_id: int, limit: int) -> tuple[str, list[Any]]:
         arg = _Args(before_id)
@@ -125,6 +128,28 @@ class ImageQuery:
         q = self.filters.q
         return "%" + like_escape(q) + "%" if q and len(name_key(q)) >= _TRIGRAM_CHARS else None
 
+    def name_page_query(
+        self, before_id: int, low_id: int, limit: int, *, older: bool, name_rows: int | None = None
+    ) -> tuple[str, list[Any]]:
+        """page_query for `q` alone, read from the search table: its ~60-byte rows hold the name key,
+        so the window, a walk and the trigram candidates cost a fraction of reading images rows."""
+        q = self.filters.q
+        assert q
+        arg = _Args(before_id, low_id)
+        pattern = arg("%" + like_escape(q) + "%")
+        key = f"name_key LIKE images_name_key({pattern})"
+        if set(q.lower()) & _KEY_CHANGES:  # the key matches more names than `q` does: ask the name
+            key += f" AND EXISTS (SELECT 1 FROM images i WHERE i.id = image_search.id AND i.name ILIKE {pattern})"
+        page = arg(limit)
+        ids = f"SELECT id FROM image_search WHERE id < $1 AND id >= $2 AND {key} ORDER BY id DESC"
+        if older:
+            if name_rows is not None and name_rows <= RARE_NAME_ROWS:
+                below = f"SELECT id FROM image_search WHERE id < $2 AND {key} ORDER BY id + 0 DESC LIMIT {page}"
+            else:  # a common name (a walk soon finds a page), one too short for trigrams, or no pg_trgm
+                below = f"SELECT id FROM image_search WHERE id < $2 AND {key} ORDER BY id DESC"
+            ids = f"SELECT id FROM (({ids}) UNION ALL ({below})) hits"
+        return f"SELECT * FROM images WHERE id = ANY(ARRAY({ids} LIMIT {page})) ORDER BY id DESC", arg.values
+
     def page_query(
         self, before_id: int, low_id: int, limit: int, *, older: bool, name_rows: int | None = None
     ) -> tuple[str, list[Any]]:
@@ -142,8 +167,8 @@ class ImageQuery:
             pattern = arg("%" + like_escape(q) + "%")
             name = f"name ILIKE {pattern}"
             if name_rows is not None and name_rows <= RARE_NAME_ROWS:
-                # The key of the pattern is made by PostgreSQL's lower(), the one the index used.
-                trigram = f"images_name_key(name) LIKE images_name_key({pattern})"
+                # The key of the pattern is made by PostgreSQL's lower(), the one the keys were made with.
+                trigram = f"name_key LIKE images_name_key({pattern})"
         matches = _all(*others, in_folder, name)
         if walked:  # the window's ids from the index that orders them, then their rows
             window = _all("id < $1", "id >= $2", *walked)
@@ -157,9 +182,15 @@ class ImageQuery:
             return f"{newest} LIMIT {page}", arg.values
         below = _all("id < $2", *walked, *others)
         if trigram:
+            # The candidates from the narrow search table (sql/009), which has the equality columns
+            # too; the images rows are visited only for what the key cannot decide (a folder, a `q`
+            # with the characters the key changes).
             exact_key = q is not None and not set(q.lower()) & _KEY_CHANGES
-            where = _all(below, in_folder, trigram, "" if exact_key else name)
-            ids = f"SELECT id FROM images WHERE {where} ORDER BY id + 0 DESC LIMIT {page}"
+            ids = f"SELECT id FROM image_search WHERE {_all(below, trigram)}"
+            on_rows = _all(in_folder, "" if exact_key else name)
+            if on_rows:
+                ids = f"SELECT id FROM images WHERE id = ANY(ARRAY({ids})) AND {on_rows}"
+            ids += f" ORDER BY id + 0 DESC LIMIT {page}"
             older_sql = f"SELECT * FROM images WHERE id = ANY(ARRAY({ids})) ORDER BY id DESC"
         elif folder is not None:
             older_sql = _folder_merge(arg, (exact, folder), below, name, page)
@@ -219,11 +250,12 @@ async def fetch_images(
         older, name_rows = rows == window, None
         if older and name_index and query.name_pattern:
             name_rows = await _estimated_rows(conn, _NAME_ROWS, query.name_pattern)
-        sql, args = query.page_query(before_id, low_id, limit, older=older, name_rows=name_rows)
+        page_query = query.name_page_query if query.name_only else query.page_query
+        sql, args = page_query(before_id, low_id, limit, older=older, name_rows=name_rows)
         return list(await conn.fetch(sql, *args))
 
 
-_NAME_ROWS = "SELECT 1 FROM images WHERE images_name_key(name) LIKE images_name_key($1)"
+_NAME_ROWS = "SELECT 1 FROM image_search WHERE name_key LIKE images_name_key($1)"
 
 
 async def _estimated_rows(conn: asyncpg.Connection, sql: str, *args: Any) -> int:

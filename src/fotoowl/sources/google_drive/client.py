@@ -48,6 +48,7 @@ from fotoowl.sources.google_drive.models import (
     _optional_str,
     _to_entry,
 )
+from fotoowl.sources.walking import FOLDERS_AT_ONCE, walk_tree
 
 __all__ = ["DRIVE_API_URL", "DriveClient"]
 
@@ -90,6 +91,7 @@ class DriveClient:
         read_timeout_s: float = 60.0,
         page_size: int = 1000,
         connect_timeout_s: float = 15.0,
+        folders_at_once: int = FOLDERS_AT_ONCE,
     ) -> None:
         self._session = session
         self._api_url = api_url.rstrip("/")
@@ -102,6 +104,7 @@ class DriveClient:
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.page_size = min(1000, max(1, page_size))
+        self.folders_at_once = max(1, folders_at_once)
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s)
         self._api_origin = URL(self._api_url).origin()
         self._rng = random.Random()
@@ -279,10 +282,11 @@ class DriveClient:
     async def walk(self, ref: FolderRef, *, recursive: bool = True) -> AsyncIterator[list[DriveFile | SkippedFile]]:
         """Yield, per listed page, the images found and the items skipped (empty batches are not yielded).
 
-        Folders are listed breadth first. Each file is yielded once even when shortcuts reach it
-        again; a folder reached again (a shortcut loop) is not listed again; trashed items are not
-        listed. A shortcut to a file yields the target (its id, name and metadata) at the
-        shortcut's folder path; a shortcut to a folder is walked under the shortcut's name.
+        Up to `folders_at_once` folders are listed at a time, in the order they were found. Each
+        file is yielded once even when shortcuts reach it again; a folder reached again (a shortcut
+        loop) is not listed again; trashed items are not listed. A shortcut to a file yields the
+        target (its id, name and metadata) at the shortcut's folder path; a shortcut to a folder is
+        walked under the shortcut's name.
         """
         root = await self.get_folder(ref)
         root_id = str(root["id"])
@@ -291,9 +295,11 @@ class DriveClient:
         if root_key:
             keys[root_id] = root_key
         state = _WalkState(recursive=recursive, resource_keys=keys, visited_folders={root_id})
-        state.pending.append((root_id, ""))
-        while state.pending:
-            folder_id, folder_path = state.pending.popleft()
+
+        async def list_folder(
+            folder: tuple[str, str], found: Callable[[tuple[str, str]], None]
+        ) -> AsyncIterator[list[DriveFile | SkippedFile]]:
+            folder_id, folder_path = folder
             seen_tokens: set[str] = set()
             page_token: str | None = None
             while True:
@@ -303,12 +309,17 @@ class DriveClient:
                     entry = await self._visit(item, folder_path, state)
                     if entry is not None:
                         batch.append(entry)
+                while state.pending:
+                    found(state.pending.popleft())
                 if batch:
                     yield batch
                 page_token = _optional_str(page.get("nextPageToken"))
                 if page_token is None or page_token in seen_tokens:
                     break
                 seen_tokens.add(page_token)
+
+        async for batch in walk_tree((root_id, ""), list_folder, folders_at_once=self.folders_at_once):
+            yield batch
 
     async def _visit(
         self, item: Mapping[str, Any], folder_path: str, state: _WalkState

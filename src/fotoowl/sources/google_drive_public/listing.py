@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
-from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from fotoowl.sources.base import Entry, Skipped, SourceError
@@ -34,6 +33,7 @@ from fotoowl.sources.google_drive_public.pages import (
     read_folder_answer,
 )
 from fotoowl.sources.google_drive_public.transport import PublicFetcher
+from fotoowl.sources.walking import FOLDERS_AT_ONCE, walk_tree
 
 __all__ = ["read_folder", "to_entry", "walk_folders"]
 
@@ -166,19 +166,26 @@ class _PendingFolder:
 
 
 async def walk_folders(
-    fetcher: PublicFetcher, root_id: str, root_key: str | None, *, recursive: bool
+    fetcher: PublicFetcher,
+    root_id: str,
+    root_key: str | None,
+    *,
+    recursive: bool,
+    folders_at_once: int = FOLDERS_AT_ONCE,
 ) -> AsyncIterator[list[Entry | Skipped]]:
-    """Per folder, its entries and skips (empty folders yield nothing), breadth first.
+    """Per folder, its entries and skips (empty folders yield nothing), up to `folders_at_once`
+    folders read at a time in the order they were found.
 
     Each folder is read once even when pages link to it again (a loop); each file is listed once even
     when it sits in several folders. A subfolder that asks to sign in is skipped with the reason; the
     root raises PublicFolderNotAccessible.
     """
-    pending = deque([_PendingFolder(root_id, root_key, "", "", "")])
     visited = {root_id}
     seen_files: set[str] = set()
-    while pending:
-        folder = pending.popleft()
+
+    async def list_folder(
+        folder: _PendingFolder, found: Callable[[_PendingFolder], None]
+    ) -> AsyncIterator[list[Entry | Skipped]]:
         try:
             page = await read_folder(fetcher, folder.id, folder.resource_key)
         except PublicFolderNotAccessible as error:
@@ -194,13 +201,13 @@ async def walk_folders(
                     f"This subfolder cannot be read: {error}",
                 )
             ]
-            continue
+            return
         batch: list[Entry | Skipped] = []
         for item in page.items:
             if item.kind == "folder":
                 if recursive and item.id not in visited:
                     visited.add(item.id)
-                    pending.append(
+                    found(
                         _PendingFolder(
                             item.id, item.resource_key, item.title, _join_path(folder.path, item.title), folder.path
                         )
@@ -212,3 +219,7 @@ async def walk_folders(
             batch.append(to_entry(item, folder.path))
         if batch:
             yield batch
+
+    root = _PendingFolder(root_id, root_key, "", "", "")
+    async for batch in walk_tree(root, list_folder, folders_at_once=folders_at_once):
+        yield batch

@@ -23,6 +23,7 @@ from fotoowl.sources.google_drive_public.transport import (
     DRIVE_PAGE_URL,
     PublicFetcher,
 )
+from fotoowl.sources.walking import FOLDERS_AT_ONCE
 
 __all__ = ["DEFAULT_PUBLIC_BURST", "DEFAULT_PUBLIC_RATE_PER_S", "DrivePublicSource", "public_pacer"]
 
@@ -64,7 +65,9 @@ class DrivePublicSource:
         read_timeout_s: float = 60.0,
         connect_timeout_s: float = 15.0,
         user_agent: str = DEFAULT_USER_AGENT,
+        folders_at_once: int = FOLDERS_AT_ONCE,
     ) -> None:
+        self.folders_at_once = folders_at_once
         self.fetcher = PublicFetcher(
             session,
             pacer=pacer,
@@ -92,7 +95,9 @@ class DrivePublicSource:
         return (await read_folder(self.fetcher, link.folder_id, link.key)).title
 
     async def walk(self, link: FolderLink, *, recursive: bool) -> AsyncIterator[Sequence[Entry | Skipped]]:
-        async for batch in walk_folders(self.fetcher, link.folder_id, link.key, recursive=recursive):
+        async for batch in walk_folders(
+            self.fetcher, link.folder_id, link.key, recursive=recursive, folders_at_once=self.folders_at_once
+        ):
             yield batch
 
     def open(
