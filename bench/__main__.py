@@ -81,6 +81,8 @@ class Bench:
             row.cpu_s = {key: after[key] - before[key] for key in before if key in after}
         (self.results.memory if memory else self.results.scaling if scaling else self.results.rows).append(row)
         rss = f", peak RSS {row.peak_rss_mb:.0f} MB" if row.peak_rss_mb else ""
+        if row.child_rss_kib:
+            rss += f" (preview process {max(row.child_rss_kib) / 1024:.0f} MB)"
         self.say(
             f"  {row.contender}: {row.images:,} images in {row.seconds:.1f} s = {row.images_per_s:.1f} "
             f"images/s, {row.mb_per_s:.1f} MB/s{rss}{'' if row.ok else '  FAILED: ' + row.note}"

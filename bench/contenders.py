@@ -247,6 +247,7 @@ async def run_fotoowl(
         seconds,
         ok=not problem,
         peak_rss_kib=[p.peak_rss_kib for p in procs],
+        child_rss_kib=[p.peak_descendant_rss_kib for p in procs if p.peak_descendant_rss_kib],
         note=problem,
         kind="fotoowl-dropbox" if dropbox else "fotoowl",
         in_flight=in_flight,

@@ -77,6 +77,14 @@ def tree_cpu_seconds(root_pid: int) -> float | None:
     return total
 
 
+def _children_of(parent_pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat_fields(int(entry))) is not None and int(fields[1]) == parent_pid:
+            found.append(int(entry))
+    return found
+
+
 def machine_cpu_seconds() -> float | None:
     """Busy CPU seconds of the whole machine so far (every process, all cores), from /proc/stat."""
     try:
@@ -101,15 +109,25 @@ class Child:
     proc: asyncio.subprocess.Process
     log_path: Path
     peak_rss_kib: int = 0
+    # Peak RSS of each process this one started (a worker's preview process), by pid.
+    descendant_peaks_kib: dict[int, int] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
+    @property
+    def peak_descendant_rss_kib(self) -> int:
+        return max(self.descendant_peaks_kib.values(), default=0)
+
     def sample(self) -> None:
         peak = proc_status_kib(self.pid, "VmHWM")
         if peak is not None:
             self.peak_rss_kib = max(self.peak_rss_kib, peak)
+        for pid in _children_of(self.pid):
+            peak = proc_status_kib(pid, "VmHWM")
+            if peak is not None:
+                self.descendant_peaks_kib[pid] = max(self.descendant_peaks_kib.get(pid, 0), peak)
 
     def log_text(self) -> str:
         try:

@@ -16,6 +16,8 @@ class Row:
     seconds: float
     ok: bool = True
     peak_rss_kib: list[int] = field(default_factory=list)  # one per process, where measured
+    # Of the processes those started (a worker's preview process), where measured.
+    child_rss_kib: list[int] = field(default_factory=list)
     note: str = ""
     kind: str = ""  # "fotoowl", "naive", "limit", "rclone", "memory", "scaling"
     in_flight: int = 0  # files in flight, for rows that have a fixed number

@@ -280,6 +280,7 @@ class ScaleRun:
             "latency_s": manifest.latency_s,
             "total_s": (row["finished_at"] - row["created_at"]).total_seconds(),
             "peak_rss_mb": worker.peak_rss_kib / 1024,
+            "preview_process_rss_mb": worker.peak_descendant_rss_kib / 1024,
             "problem": problem,
             "logged_pages": logged_pages(worker),
             "counts": {k: v for k, v in dict(row).items() if k.endswith("_count")},
@@ -287,7 +288,8 @@ class ScaleRun:
         big = self.out["big"]
         say(
             f"  listing {big['listing_s']:.1f} s for {requests} requests x {manifest.latency_s * 1000:.0f} ms; "
-            f"total {big['total_s']:.0f} s; worker peak RSS {big['peak_rss_mb']:.0f} MB"
+            f"total {big['total_s']:.0f} s; worker peak RSS {big['peak_rss_mb']:.0f} MB "
+            f"(its preview process {big['preview_process_rss_mb']:.0f} MB)"
             f"{'; ' + problem if problem else ''}"
         )
 

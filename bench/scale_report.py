@@ -100,7 +100,7 @@ def section(out: dict[str, Any]) -> str:
         ],
         [
             f"{big['files']:,}-file import: worker peak RSS ≤ {WORKER_RSS_MB:.0f} MB",
-            f"{big['peak_rss_mb']:.0f} MB",
+            f"{big['peak_rss_mb']:.0f} MB (its preview process, apart: {big.get('preview_process_rss_mb', 0):.0f} MB)",
             verdict(big["peak_rss_mb"] <= WORKER_RSS_MB),
         ],
         [

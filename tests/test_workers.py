@@ -177,3 +177,67 @@ async def test_sigterm_hands_claimed_items_back(
     finally:
         await redis.aclose()
         await pool.close()
+
+
+def _preview_children(parent_pid: int) -> list[int]:
+    """Live processes running fotoowl.preview_worker whose parent is `parent_pid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if b"fotoowl.preview_worker" in cmdline and ppid == parent_pid and stat.rsplit(")", 1)[1].split()[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+async def test_previews_are_made_by_a_lowest_priority_child_that_never_outlives_its_worker(
+    settings: AppSettings, drive: RunningEmulator, spawn_worker: object
+) -> None:
+    emu = drive.emu
+    root = emu.add_folder(None, "Previews")
+    for i in range(12):
+        emu.add_image(root, f"{i}.jpg")
+    proc, log_path = spawn_worker(worker_env(settings, drive.api_url), "worker")  # type: ignore[operator]
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    redis = await create_arq_pool(settings)
+    try:
+        row = await control.create_import(pool, redis, parse_link(root))
+        for _ in range(600):
+            pending = await pool.fetchval(
+                "SELECT count(*) FROM images WHERE import_id = $1 AND preview_status <> 'done'", row["id"]
+            )
+            imported = await pool.fetchval("SELECT imported_count FROM imports WHERE id = $1", row["id"])
+            if imported == 12 and not pending:
+                break
+            await asyncio.sleep(0.1)
+        assert (imported, pending) == (12, 0)
+        children = _preview_children(proc.pid)
+        assert len(children) == 1, log_path.read_text()[-3000:]
+        assert os.getpriority(os.PRIO_PROCESS, children[0]) == 19
+        assert b"preview process ready" in log_path.read_bytes()
+
+        # Killed outright, the worker cannot stop its child: the child sees its stdin close and exits.
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        for _ in range(100):
+            if not _alive(children[0]):
+                break
+            await asyncio.sleep(0.1)
+        assert not _alive(children[0])
+    finally:
+        await redis.aclose()
+        await pool.close()
+
+
+def _alive(pid: int) -> list[int]:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return []
+    return [] if state == "Z" else [pid]

@@ -120,6 +120,10 @@ class AppSettings:
     watch_min_interval_s: int = 2
     watch_max_backoff_s: int = 6 * 3600
     thumbnail_threads: int = 1
+    # Worker processes (`fotoowl worker`, `arq fotoowl.worker.Settings`) make previews in a child at
+    # the lowest CPU priority, on the cores their copies leave idle (pipeline/preview_process.py);
+    # off, or in `fotoowl serve`'s embedded workers, on their own loop, a trickle while they copy.
+    preview_process: bool = True
     db_pool_size: int = 10
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "INFO"

@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import asyncpg
@@ -38,7 +38,7 @@ from fotoowl.jobs import (
     transfer_import,
 )
 from fotoowl.liveness import beating
-from fotoowl.pipeline import preview_lane, webhooks
+from fotoowl.pipeline import preview_lane, preview_process, webhooks
 from fotoowl.pipeline.deps import Deps
 from fotoowl.resilience import LONGEST_WAIT_S, is_redis_outage
 from fotoowl.sources.registry import open_sources
@@ -112,8 +112,11 @@ def make_deps(
 
 
 @contextlib.asynccontextmanager
-async def open_deps(settings: AppSettings) -> AsyncIterator[Deps]:
-    """Everything a worker process owns, opened once at start-up and closed at shutdown."""
+async def open_deps(
+    settings: AppSettings, *, previews: Literal["lane", "process"] = "lane", heartbeat: bool = True
+) -> AsyncIterator[Deps]:
+    """Everything a worker process owns, opened once at start-up and closed at shutdown. Previews of
+    any import are made beside its copies by a lane on its loop, or by a child process (`process`)."""
     async with contextlib.AsyncExitStack() as stack:
         pool = await create_db_pool(settings)
         stack.push_async_callback(pool.close)
@@ -123,9 +126,12 @@ async def open_deps(settings: AppSettings) -> AsyncIterator[Deps]:
         session = await stack.enter_async_context(http_session(settings))
         deps = make_deps(settings, pool, redis, storage, session)
         stack.callback(deps.close)
-        await stack.enter_async_context(beating(deps.heartbeat))
-        # Previews of any import, made beside this process's copies (pipeline/preview_lane.py).
-        await stack.enter_async_context(preview_lane.running(deps))
+        if heartbeat:
+            await stack.enter_async_context(beating(deps.heartbeat))
+        if previews == "process":
+            await stack.enter_async_context(preview_process.running())
+        else:
+            await stack.enter_async_context(preview_lane.running(deps))
         yield deps
 
 
@@ -136,7 +142,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     setup_logging(settings)
     stack = contextlib.AsyncExitStack()
     ctx["fotoowl_stack"] = stack
-    ctx[DEPS] = await stack.enter_async_context(open_deps(settings))
+    previews: Literal["lane", "process"] = "process" if settings.preview_process else "lane"
+    ctx[DEPS] = await stack.enter_async_context(open_deps(settings, previews=previews))
     # The webhook courier's HTTP sessions live as long as the worker (jobs.deliver_webhooks runs it).
     courier: webhooks.Courier = ctx.setdefault(COURIER, webhooks.Courier())
     stack.push_async_callback(courier.close)
