@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
+from fotoowl.timeouts import within
+
 log = logging.getLogger("fotoowl.liveness")
 
 BEAT_EVERY_S = 5.0
@@ -67,7 +69,7 @@ class Heartbeat:
     async def run(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self.beat(), BEAT_EVERY_S)
+                await within(self.beat(), BEAT_EVERY_S)
                 if self._beating_since_s is None:
                     self._beating_since_s = time.monotonic()
             except Exception as exc:
@@ -89,7 +91,7 @@ async def beating(heartbeat: Heartbeat) -> AsyncIterator[Heartbeat]:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(heartbeat.forget(), 5.0)
+            await within(heartbeat.forget(), 5.0)
 
 
 async def reclaim_from_the_dead(heartbeat: Heartbeat) -> dict[int, int]:

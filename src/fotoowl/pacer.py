@@ -23,6 +23,8 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from fotoowl.timeouts import within
+
 log = logging.getLogger("fotoowl.pacer")
 
 DEFAULT_RECOVERY_S = 60.0
@@ -240,7 +242,7 @@ class RedisPacer:
         """Take one token now and return how long the caller must wait before using it."""
         if self.shared:
             try:
-                wait_us = await asyncio.wait_for(self._reserve(keys=[self.key], args=self._args()), REDIS_TIMEOUT_S)
+                wait_us = await within(self._reserve(keys=[self.key], args=self._args()), REDIS_TIMEOUT_S)
                 return int(wait_us) / 1_000_000
             except (RedisError, OSError, TimeoutError) as exc:
                 self._redis_failed(exc)
@@ -256,7 +258,7 @@ class RedisPacer:
         if self.shared:
             args = [*self._args(), str(round(self.rule.cut_interval_s * 1_000_000))]
             try:
-                return float(await asyncio.wait_for(self._cut(keys=[self.key], args=args), REDIS_TIMEOUT_S))
+                return float(await within(self._cut(keys=[self.key], args=args), REDIS_TIMEOUT_S))
             except (RedisError, OSError, TimeoutError) as exc:
                 self._redis_failed(exc)
         return local_rate

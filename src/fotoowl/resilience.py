@@ -24,6 +24,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from fotoowl.timeouts import within
+
 log = logging.getLogger("fotoowl.resilience")
 
 T = TypeVar("T")
@@ -95,7 +97,7 @@ async def wait_for_database(pool: asyncpg.Pool) -> None:
     delay_s = FIRST_WAIT_S
     while True:
         try:
-            await asyncio.wait_for(pool.fetchval("SELECT 1"), 5.0)
+            await within(pool.fetchval("SELECT 1"), 5.0)
             return
         except Exception as exc:
             if not is_db_outage(exc):
@@ -115,7 +117,7 @@ async def with_database(
     there would keep renewing its items' leases forever."""
     while True:
         try:
-            return await asyncio.wait_for(op(), timeout_s)
+            return await within(op(), timeout_s)
         except Exception as exc:
             if not is_db_outage(exc):
                 raise
@@ -149,7 +151,7 @@ class OutageGate:
 
     async def _answers(self) -> bool:
         try:
-            await asyncio.wait_for(self._probe(), self._probe_timeout_s)
+            await within(self._probe(), self._probe_timeout_s)
             return True
         except Exception as exc:
             log.warning("%s is unavailable: %s", self.name, f"{type(exc).__name__}: {exc}"[:300])
@@ -189,7 +191,7 @@ class OutageGate:
         if self._up.is_set():
             return True
         try:
-            await asyncio.wait_for(self._up.wait(), timeout_s)
+            await within(self._up.wait(), timeout_s)
         except TimeoutError:
             return False
         return True

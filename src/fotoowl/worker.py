@@ -44,6 +44,7 @@ from fotoowl.resilience import LONGEST_WAIT_S, is_redis_outage
 from fotoowl.sources.registry import open_sources
 from fotoowl.storage import Storage
 from fotoowl.storage_backends import open_storage
+from fotoowl.timeouts import within
 from fotoowl.worker_http import serving
 
 log = logging.getLogger("fotoowl.worker")
@@ -244,11 +245,11 @@ class ResilientWorker(Worker):
             return
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.pool.delete(self.health_check_key), SHUTDOWN_REDIS_TIMEOUT_S)
+            await within(self.pool.delete(self.health_check_key), SHUTDOWN_REDIS_TIMEOUT_S)
         if self.on_shutdown:
             await self.on_shutdown(self.ctx)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.pool.aclose(), SHUTDOWN_REDIS_TIMEOUT_S)
+            await within(self.pool.aclose(), SHUTDOWN_REDIS_TIMEOUT_S)
         self._pool = None
 
 
@@ -294,7 +295,7 @@ async def _run_worker_forever() -> None:
             log.warning("the worker lost Redis (%s); starting it again in %.1f s", type(exc).__name__, delay_s)
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(worker.close(), 60)
+                await within(worker.close(), 60)
         await asyncio.sleep(delay_s)
         delay_s = min(LONGEST_WAIT_S, delay_s * 2)
 
@@ -391,5 +392,5 @@ class EmbeddedWorker:
                 await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
                 await courier.close()
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(redis.delete(worker.health_check_key), SHUTDOWN_REDIS_TIMEOUT_S)
+                    await within(redis.delete(worker.health_check_key), SHUTDOWN_REDIS_TIMEOUT_S)
                 await redis.aclose()

@@ -45,6 +45,7 @@ from fotoowl.pipeline.previews import (
     renew_previews,
 )
 from fotoowl.resilience import LONGEST_WAIT_S, is_db_outage, with_database
+from fotoowl.timeouts import within
 
 log = logging.getLogger("fotoowl.pipeline.preview_lane")
 
@@ -169,9 +170,9 @@ async def make_batch(deps: Deps, *, limit: int | None = None) -> int:
         # What was made is kept; the rest goes back at once, its attempt given back (a shutdown or an
         # outage of our own is not the image's fault), or else when its lease runs out.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(record_previews(pool, token, made)), RELEASE_TIMEOUT_S)
+            await within(asyncio.shield(record_previews(pool, token, made)), RELEASE_TIMEOUT_S)
             rest = sorted(unfinished - {m.image_id for m in made})
-            await asyncio.wait_for(
+            await within(
                 asyncio.shield(defer_previews(pool, token, rest, backoff_s=0.0, attempt_spent=False)),
                 RELEASE_TIMEOUT_S,
             )

@@ -20,6 +20,8 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 
+from fotoowl.timeouts import within
+
 log = logging.getLogger("fotoowl.pipeline.preview_process")
 
 CHILD_MODULE = "fotoowl.preview_worker"
@@ -63,7 +65,7 @@ async def _supervise(stopping: asyncio.Event) -> None:
             if loop.time() - started_at > HEALTHY_RUN_S:
                 pause_s = RESTART_FIRST_S
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), pause_s)
+            await within(stopping.wait(), pause_s)
         pause_s = min(RESTART_LONGEST_S, pause_s * 2)
 
 
@@ -84,7 +86,7 @@ async def _stop(child: asyncio.subprocess.Process, exited: asyncio.Task[int]) ->
     if child.stdin is not None:
         child.stdin.close()
     try:
-        await asyncio.wait_for(asyncio.shield(exited), STOP_TIMEOUT_S)
+        await within(asyncio.shield(exited), STOP_TIMEOUT_S)
     except TimeoutError:
         log.warning("the preview process did not stop within %.0f s; killing it", STOP_TIMEOUT_S)
         with contextlib.suppress(ProcessLookupError):

@@ -34,6 +34,7 @@ from fotoowl.pipeline.file_copy import Origin, copy_item
 from fotoowl.pipeline.finalise import finalise
 from fotoowl.resilience import with_database
 from fotoowl.statuses import ImportStatus, ItemStatus
+from fotoowl.timeouts import within
 
 log = logging.getLogger("fotoowl.pipeline.transfer")
 
@@ -116,9 +117,7 @@ async def transfer_import(deps: Deps, import_id: int) -> int:
                 # The claim may have landed with its answer lost: whatever the token holds goes back
                 # now, not when its lease runs out (nothing else would renew it).
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(
-                        asyncio.shield(release_token(deps.pool, import_id, token)), RELEASE_TIMEOUT_S
-                    )
+                    await within(asyncio.shield(release_token(deps.pool, import_id, token)), RELEASE_TIMEOUT_S)
                 raise
             finally:
                 deps.claim_room.give_back(room - len(items))
@@ -174,7 +173,7 @@ async def _release_bounded(
     """A hand-back on the way out that cannot hold a shutdown up: if the database is down too, the
     items' leases expire and they are claimed again then."""
     try:
-        await asyncio.wait_for(
+        await within(
             asyncio.shield(release(deps.pool, token, item_ids, "pending", attempt_spent=attempt_spent)),
             RELEASE_TIMEOUT_S,
         )
@@ -200,10 +199,8 @@ async def _claim(deps: Deps, import_id: int, token: uuid.UUID, limit: int) -> li
         # Shutdown landed mid-claim: the rows are ours in the database, so hand them straight back.
         with contextlib.suppress(Exception):
             # Bounded: a claim hung on a dead connection must not hold the cancellation up.
-            items = await asyncio.wait_for(claiming, RELEASE_TIMEOUT_S)
-            await asyncio.wait_for(
-                release(deps.pool, token, [item.id for item in items], ItemStatus.PENDING), RELEASE_TIMEOUT_S
-            )
+            items = await within(claiming, RELEASE_TIMEOUT_S)
+            await within(release(deps.pool, token, [item.id for item in items], ItemStatus.PENDING), RELEASE_TIMEOUT_S)
         raise
 
 
@@ -295,7 +292,7 @@ async def _transfer_batch(
         await asyncio.gather(*tasks, return_exceptions=True)
         # Whatever was copied is kept; the rest goes back for another worker (or stays cancelled).
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(
+            await within(
                 asyncio.shield(record_done(pool, settings, import_id, token, pending_results)), RELEASE_TIMEOUT_S
             )
         # Every item of the claim: those recorded are no longer held and stay as they are.

@@ -23,6 +23,7 @@ import asyncpg
 
 from fotoowl.callbacks import GuardedResolver, RefusedAddress, UnresolvableHost, verify_callback_url
 from fotoowl.config import AppSettings
+from fotoowl.timeouts import within
 
 log = logging.getLogger("fotoowl.pipeline.webhooks")
 
@@ -185,7 +186,7 @@ async def _deliver_batch(
     except asyncio.CancelledError:
         # A shutdown: what was not sent goes back now, so the next worker need not wait out the lease.
         if unrecorded:
-            await asyncio.wait_for(pool.execute(_RELEASE, list(unrecorded)), 5.0)
+            await within(pool.execute(_RELEASE, list(unrecorded)), 5.0)
         raise
     for result in results:
         # Recording an outcome failed (the database went away): those rows come back after their lease.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from aiohttp import web
@@ -10,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fotoowl.metrics import IMPORTS, QUEUE_DEPTH
 from fotoowl.models import Checks, ErrorDetail, Health, NotReady, Ready
+from fotoowl.timeouts import within
 from fotoowl.web.keys import ARQ, DB, STORAGE, WORKER
 
 log = logging.getLogger("fotoowl.web")
@@ -35,7 +35,7 @@ async def readyz(request: web.Request) -> web.Response:
     results: dict[str, str] = {}
     for name, check in checks.items():
         try:
-            await asyncio.wait_for(check(), CHECK_TIMEOUT_S)
+            await within(check(), CHECK_TIMEOUT_S)
             results[name] = "ok"
         except Exception as exc:  # any failure means "not ready"; the reason is reported
             results[name] = f"unavailable: {type(exc).__name__}"
