@@ -185,7 +185,7 @@ class ScaleRun:
             seconds = time.monotonic() - started
             sizes = await conn.fetchrow(
                 "SELECT pg_table_size('images') AS table_bytes, pg_indexes_size('images') AS index_bytes, "
-                "to_regclass('images_name_trgm_idx') IS NOT NULL AS trigram, version() AS version"
+                "to_regclass('image_search_name_trgm_idx') IS NOT NULL AS trigram, version() AS version"
             )
             assert sizes is not None
         finally:

@@ -275,7 +275,7 @@ async def seed(conn: asyncpg.Connection, *, n_images: int, n_imports: int, seed:
     # faster than maintaining them row by row, and whatever the migrations define is what is measured.
     indexes = await conn.fetch(
         """SELECT i.indexname, i.indexdef FROM pg_indexes i
-           WHERE i.schemaname = current_schema() AND i.tablename IN ('images', 'import_items')
+           WHERE i.schemaname = current_schema() AND i.tablename IN ('images', 'image_search', 'import_items')
              AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"""
     )
     for index in indexes:
@@ -288,7 +288,7 @@ async def seed(conn: asyncpg.Connection, *, n_images: int, n_imports: int, seed:
     await conn.copy_records_to_table("import_items", records=_item_rows(plans, seed), columns=_ITEM_COLUMNS)
     for index in indexes:
         await conn.execute(index["indexdef"])
-    await conn.execute("VACUUM (ANALYZE) imports, images, import_items")
+    await conn.execute("VACUUM (ANALYZE) imports, images, image_search, import_items")
     biggest = max(plans, key=lambda p: p.size)
     # An old import of a few hundred images, and a third of the way in, one with a folder of its own.
     old_small = next((p for p in plans if p.size < 600 and p.number > OLD_IMPORTS), min(plans, key=lambda p: p.size))

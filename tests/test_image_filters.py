@@ -92,8 +92,22 @@ async def test_each_filter_and_every_combination(images_client: tuple[Any, list[
         assert want != {row[0] for row in ROWS}
     resp = await client.get("/images", params={**filters, "limit": "100"})
     assert resp.status == 200, await resp.text()
-    got = [image["name"] for image in (await resp.json())["images"]]
+    body = await resp.json()
+    got = [image["name"] for image in body["images"]]
     assert set(got) == want and len(got) == len(want)
+    assert body["total"] is None  # counted only when asked
+    # Asked, a total that few rows make is counted.
+    counted = await (await client.get("/images", params={**filters, "limit": "1", "count": "true"})).json()
+    assert counted["total"] == {"count": len(want), "exact": True}
     # The gallery pages take the same filters.
     page = await client.get("/ui/gallery/_grid", params=filters)
     assert page.status == 200
+
+
+async def test_count_is_a_yes_or_no(images_client: tuple[Any, list[int]]) -> None:
+    client, _ = images_client
+    answer = await (await client.get("/images", params={"count": "1"})).json()
+    assert answer["total"] == {"count": len(ROWS), "exact": True}
+    resp = await client.get("/images", params={"count": "maybe"})
+    assert resp.status == 400
+    assert (await resp.json())["error"]["code"] == "invalid_parameter"

@@ -233,6 +233,24 @@ async def test_the_search_table_follows_every_write_of_images(gallery: str) -> N
         await conn.close()
 
 
+async def test_totals_are_counted_when_few_and_estimated_when_many(pool: asyncpg.Pool) -> None:
+    everything = await image_query.count_images(pool, ImageCriteria())
+    assert not everything.exact  # 30,000 rows: more than is counted
+    assert abs(everything.count - IMPORTS * IMAGES_PER_IMPORT) < IMPORTS * IMAGES_PER_IMPORT / 10
+    for filters in (
+        ImageCriteria(import_id=7),
+        ImageCriteria(mime_type="image/tiff", folder="Film Scans/Roll 01"),
+        ImageCriteria(q="sunset_panorama"),
+        ImageCriteria(q="IMG_01", import_id=21),  # IMG-01.. names share the key, not the name
+        ImageCriteria(source="dropbox", mime_type="image/bmp"),
+    ):
+        sql, args = image_query.matching_query(filters)
+        plain, plain_args = _plain(filters, 2**62, 1)
+        want = await pool.fetchval("SELECT count(*) FROM (" + plain.rsplit(" ORDER BY", 1)[0] + ") m", *plain_args[:-1])
+        assert await pool.fetchval(f"SELECT count(*) FROM ({sql}) m", *args) == want, filters
+        assert await image_query.count_images(pool, filters) == image_query.ImageCount(want, exact=True), filters
+
+
 async def test_a_rare_name_is_found_through_the_trigram_index(pool: asyncpg.Pool) -> None:
     if not await _has_trigram_index(pool):
         pytest.skip("this PostgreSQL has no pg_trgm: names are found by walking")

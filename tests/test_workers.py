@@ -8,11 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+from arq import ArqRedis
 
 from conftest import TEST_API_KEY, RunningEmulator
 from fotoowl import statuses
@@ -49,6 +50,18 @@ def worker_env(settings: AppSettings, api_url: str) -> dict[str, str]:
         "FOTOOWL_DB_POOL_SIZE": "4",
         "FOTOOWL_WORKER_HTTP_PORT": "0",
     }
+
+
+@pytest.fixture
+async def handles(settings: AppSettings) -> AsyncIterator[tuple[asyncpg.Pool, ArqRedis]]:
+    """A pool and an arq Redis of the test's own, to start imports and watch them from outside."""
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    redis = await create_arq_pool(settings)
+    try:
+        yield pool, redis
+    finally:
+        await redis.aclose()
+        await pool.close()
 
 
 @pytest.fixture
@@ -145,7 +158,10 @@ async def test_two_workers_share_an_import_and_survive_a_sigkill(
 
 
 async def test_sigterm_hands_claimed_items_back(
-    settings: AppSettings, drive: RunningEmulator, spawn_worker: object
+    settings: AppSettings,
+    drive: RunningEmulator,
+    spawn_worker: object,
+    handles: tuple[asyncpg.Pool, ArqRedis],
 ) -> None:
     emu = drive.emu
     root = emu.add_folder(None, "Slow")
@@ -154,29 +170,24 @@ async def test_sigterm_hands_claimed_items_back(
         emu.inject(file_id, Fault.slow(1 * MiB), times=None)
     env = worker_env(settings, drive.api_url) | {"FOTOOWL_LEASE_S": "300"}
     proc, _ = spawn_worker(env, "worker")  # type: ignore[operator]
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
-    redis = await create_arq_pool(settings)
-    try:
-        row = await control.create_import(pool, redis, parse_link(root))
-        for _ in range(600):
-            claimed = await pool.fetchval(
-                "SELECT count(*) FROM import_items WHERE import_id = $1 AND status = 'in_progress'", row["id"]
-            )
-            if claimed:
-                break
-            await asyncio.sleep(0.05)
-        assert claimed
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(proc.wait, 30) is not None
-        # Nothing is left waiting for a 300 s lease to run out: every claimed item went back to pending.
-        statuses = await pool.fetch(
-            "SELECT status, lease_token, upload_id FROM import_items WHERE import_id = $1", row["id"]
+    pool, redis = handles
+    row = await control.create_import(pool, redis, parse_link(root))
+    for _ in range(600):
+        claimed = await pool.fetchval(
+            "SELECT count(*) FROM import_items WHERE import_id = $1 AND status = 'in_progress'", row["id"]
         )
-        assert {r["status"] for r in statuses} <= {"pending", "done"}
-        assert all(r["lease_token"] is None for r in statuses if r["status"] == "pending")
-    finally:
-        await redis.aclose()
-        await pool.close()
+        if claimed:
+            break
+        await asyncio.sleep(0.05)
+    assert claimed
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proc.wait, 30) is not None
+    # Nothing is left waiting for a 300 s lease to run out: every claimed item went back to pending.
+    statuses = await pool.fetch(
+        "SELECT status, lease_token, upload_id FROM import_items WHERE import_id = $1", row["id"]
+    )
+    assert {r["status"] for r in statuses} <= {"pending", "done"}
+    assert all(r["lease_token"] is None for r in statuses if r["status"] == "pending")
 
 
 def _preview_children(parent_pid: int) -> list[int]:
@@ -197,42 +208,40 @@ def _preview_children(parent_pid: int) -> list[int]:
 
 
 async def test_previews_are_made_by_a_lowest_priority_child_that_never_outlives_its_worker(
-    settings: AppSettings, drive: RunningEmulator, spawn_worker: object
+    settings: AppSettings,
+    drive: RunningEmulator,
+    spawn_worker: object,
+    handles: tuple[asyncpg.Pool, ArqRedis],
 ) -> None:
     emu = drive.emu
     root = emu.add_folder(None, "Previews")
     for i in range(12):
         emu.add_image(root, f"{i}.jpg")
     proc, log_path = spawn_worker(worker_env(settings, drive.api_url), "worker")  # type: ignore[operator]
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
-    redis = await create_arq_pool(settings)
-    try:
-        row = await control.create_import(pool, redis, parse_link(root))
-        for _ in range(600):
-            pending = await pool.fetchval(
-                "SELECT count(*) FROM images WHERE import_id = $1 AND preview_status <> 'done'", row["id"]
-            )
-            imported = await pool.fetchval("SELECT imported_count FROM imports WHERE id = $1", row["id"])
-            if imported == 12 and not pending:
-                break
-            await asyncio.sleep(0.1)
-        assert (imported, pending) == (12, 0)
-        children = _preview_children(proc.pid)
-        assert len(children) == 1, log_path.read_text()[-3000:]
-        assert os.getpriority(os.PRIO_PROCESS, children[0]) == 19
-        assert b"preview process ready" in log_path.read_bytes()
+    pool, redis = handles
+    row = await control.create_import(pool, redis, parse_link(root))
+    for _ in range(600):
+        pending = await pool.fetchval(
+            "SELECT count(*) FROM images WHERE import_id = $1 AND preview_status <> 'done'", row["id"]
+        )
+        imported = await pool.fetchval("SELECT imported_count FROM imports WHERE id = $1", row["id"])
+        if imported == 12 and not pending:
+            break
+        await asyncio.sleep(0.1)
+    assert (imported, pending) == (12, 0)
+    children = _preview_children(proc.pid)
+    assert len(children) == 1, log_path.read_text()[-3000:]
+    assert os.getpriority(os.PRIO_PROCESS, children[0]) == 19
+    assert b"preview process ready" in log_path.read_bytes()
 
-        # Killed outright, the worker cannot stop its child: the child sees its stdin close and exits.
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        for _ in range(100):
-            if not _alive(children[0]):
-                break
-            await asyncio.sleep(0.1)
-        assert not _alive(children[0])
-    finally:
-        await redis.aclose()
-        await pool.close()
+    # Killed outright, the worker cannot stop its child: the child sees its stdin close and exits.
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for _ in range(100):
+        if not _alive(children[0]):
+            break
+        await asyncio.sleep(0.1)
+    assert not _alive(children[0])
 
 
 def _alive(pid: int) -> list[int]:

@@ -355,9 +355,17 @@ class Image(Answer):
         )
 
 
+class ImageTotal(Answer):
+    """How many images match the filters: counted (`exact`), or the database's estimate."""
+
+    count: int
+    exact: bool
+
+
 class ImageList(Answer):
     images: list[Image]
     next_cursor: Cursor
+    total: ImageTotal | None = None  # asked for with count=true
 
 
 # --- operations -----------------------------------------------------------------------------------

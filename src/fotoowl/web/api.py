@@ -18,6 +18,7 @@ from fotoowl.models import (
     FailureList,
     Image,
     ImageList,
+    ImageTotal,
     Import,
     ImportAccepted,
     ImportList,
@@ -29,11 +30,13 @@ from fotoowl.sources.base import FolderLink, InvalidLink
 from fotoowl.sources.links import parse_link
 from fotoowl.storage import ObjectNotFound
 from fotoowl.web.errors import ApiError
+from fotoowl.web.image_query import ImageCriteria, count_images, fetch_images
 from fotoowl.web.keys import ARQ, DB, SETTINGS, STORAGE
 from fotoowl.web.params import (
     INT64_MAX,
     decode_cursor,
     encode_cursor,
+    flag_param,
     int_param,
     json_object,
     parse_body,
@@ -215,21 +218,25 @@ async def cancel_import(request: web.Request) -> web.Response:
 # --- images -------------------------------------------------------------------------------------
 
 
-async def query_images(
-    request: web.Request, limit: int, *, page: bool = False
-) -> tuple[list[asyncpg.Record], str | None]:
-    """Newest first, keyset-paginated; shared with the gallery `page`. The SQL is image_query's."""
-    from fotoowl.web.image_query import ImageCriteria, fetch_images
-
-    cursor = request.query.get("cursor")
-    before_id = decode_cursor(cursor) if cursor else INT64_MAX
+def image_criteria(request: web.Request, *, page: bool = False) -> ImageCriteria:
+    """The filters of GET /images (and the gallery `page`) from the query string."""
     import_id = int_param(request, "import_id", hi=INT64_MAX, blank_is_absent=page)
     source, mime_type = text_param(request, "source"), text_param(request, "mime_type")
     # folder=/ stays a filter: the images at the top of their import's folder.
     folder = text_param(request, "folder").strip("/") if request.query.get("folder") else None
     if len(q := text_param(request, "q").strip()) > MAX_QUERY_CHARS:
         raise ApiError(400, "invalid_parameter", f"'q' is longer than {MAX_QUERY_CHARS} characters.")
-    filters = ImageCriteria(import_id, source or None, mime_type or None, folder, q or None)
+    return ImageCriteria(import_id, source or None, mime_type or None, folder, q or None)
+
+
+async def query_images(
+    request: web.Request, limit: int, *, page: bool = False
+) -> tuple[list[asyncpg.Record], str | None]:
+    """Newest first, keyset-paginated; shared with the gallery `page`. The SQL is image_query's."""
+
+    cursor = request.query.get("cursor")
+    before_id = decode_cursor(cursor) if cursor else INT64_MAX
+    filters = image_criteria(request, page=page)
     rows = await fetch_images(request.app[DB], filters, before_id=before_id, limit=limit)
     next_cursor = encode_cursor(rows[-1]["id"]) if rows and len(rows) == limit else None
     return rows, next_cursor
@@ -238,8 +245,13 @@ async def query_images(
 async def list_images(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 100, hi=MAX_PAGE)
     assert limit is not None
+    total = None
+    if flag_param(request, "count"):
+        counted = await count_images(request.app[DB], image_criteria(request))
+        total = ImageTotal(count=counted.count, exact=counted.exact)
     rows, next_cursor = await query_images(request, limit)
-    return web.json_response(ImageList(images=[Image.from_row(r) for r in rows], next_cursor=next_cursor).body())
+    images = [Image.from_row(r) for r in rows]
+    return web.json_response(ImageList(images=images, next_cursor=next_cursor, total=total).body())
 
 
 async def fetch_image(request: web.Request) -> asyncpg.Record:

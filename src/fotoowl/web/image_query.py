@@ -257,6 +257,50 @@ async def fetch_images(
 
 _NAME_ROWS = "SELECT 1 FROM image_search WHERE name_key LIKE images_name_key($1)"
 
+# A total is counted when the planner expects at most this many matches and counting takes at most
+# this long; otherwise it is the planner's estimate (from the statistics ANALYZE keeps), said to be one.
+EXACT_COUNT_ROWS = 10_000
+EXACT_COUNT_MS = 50
+
+
+@dataclass(frozen=True)
+class ImageCount:
+    count: int
+    exact: bool
+
+
+def matching_query(filters: ImageCriteria) -> tuple[str, list[Any]]:
+    """Every image `filters` match, in one plain statement (no order, no page)."""
+    arg = _Args()
+    where = [f"{col} = {arg(value)}" for col, value in filters.equalities().items()]
+    if filters.folder is not None:
+        exact = arg(filters.folder)
+        where.append(f"(folder_path = {exact} OR folder_path LIKE {arg(like_escape(filters.folder) + '/%')})")
+    if filters.q:
+        pattern = arg("%" + like_escape(filters.q) + "%")
+        # Through the search table's trigram index, where there is one; the name decides.
+        where.append(f"id IN (SELECT id FROM image_search WHERE name_key LIKE images_name_key({pattern}))")
+        where.append(f"name ILIKE {pattern}")
+    return f"SELECT 1 FROM images WHERE {_all(*where) or 'true'}", arg.values
+
+
+async def count_images(pool: asyncpg.Pool, filters: ImageCriteria) -> ImageCount:
+    """How many images `filters` match: exact where that is cheap, else estimated."""
+    sql, args = matching_query(filters)
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await conn.execute(_PLANNING)
+            estimate = await _estimated_rows(conn, sql, *args)
+        if estimate > EXACT_COUNT_ROWS:
+            return ImageCount(estimate, exact=False)
+        try:
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL statement_timeout = {EXACT_COUNT_MS}; {_PLANNING}")
+                count = await conn.fetchval(f"SELECT count(*) FROM ({sql}) matches", *args)
+        except asyncpg.QueryCanceledError:
+            return ImageCount(estimate, exact=False)
+        return ImageCount(int(count), exact=True)
+
 
 async def _estimated_rows(conn: asyncpg.Connection, sql: str, *args: Any) -> int:
     """The planner's estimate (from the statistics ANALYZE keeps on the trigram index's expression)."""

@@ -122,6 +122,16 @@ PARAMETERS: dict[str, Schema] = {
         "description": "Case-insensitive substring of the file name.",
         "schema": {"type": "string", "maxLength": MAX_QUERY_CHARS},
     },
+    "CountImages": {
+        "name": "count",
+        "in": "query",
+        "required": False,
+        "description": (
+            "Also answer `total`: how many images match the filters, counted (`exact: true`) when the "
+            "database expects at most 10,000 and counts them within 50 ms, else its estimate (`exact: false`)."
+        ),
+        "schema": {"type": "boolean", "default": False},
+    },
 }
 
 

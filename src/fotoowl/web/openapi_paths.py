@@ -202,9 +202,14 @@ def operations(auth_required: bool) -> dict[str, dict[str, Schema]]:
                     _param("FolderFilter"),
                     _param("MimeTypeFilter"),
                     _param("NameSearch"),
+                    _param("CountImages"),
                 ],
                 "responses": {
-                    "200": _json("A page of images.", "ImageList", {"images": [IMAGE_EXAMPLE], "next_cursor": None}),
+                    "200": _json(
+                        "A page of images.",
+                        "ImageList",
+                        {"images": [IMAGE_EXAMPLE], "next_cursor": None, "total": {"count": 1, "exact": True}},
+                    ),
                     "400": response_ref("BadRequest"),
                 },
             }

@@ -108,6 +108,16 @@ def text_param(request: web.Request, name: str, *, max_chars: int | None = None)
     return value
 
 
+def flag_param(request: web.Request, name: str) -> bool:
+    """A yes/no query parameter: true/false (or 1/0); absent or empty is false."""
+    value = request.query.get(name, "").strip().lower()
+    if value in ("", "false", "0"):
+        return False
+    if value in ("true", "1"):
+        return True
+    raise ApiError(400, "invalid_parameter", f"'{name}' must be true or false.")
+
+
 # --- JSON bodies --------------------------------------------------------------------------------
 
 
