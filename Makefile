@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HTMX := static/vendor/htmx.min.js
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-system lint fmt bench bench-quick bench-scale bench-sync bench-sync-quick chaos chaos-quick browser clean compose-test compose-test-quick
+.PHONY: install run test test-slow test-system lint fmt bench bench-quick bench-scale bench-sync bench-sync-quick chaos chaos-quick browser clean compose-test compose-test-quick
 
 install: $(STAMP) $(HTMX)
 
@@ -42,14 +42,18 @@ browser:
 		else echo "$$missing not installed; the tests that need it will be skipped"; fi; \
 	fi
 
+# The suite but its multi-process, crash and restart tests (marked slow), which `make test-slow` runs.
 test: install browser
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install
+	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
 # The same suite against already running PostgreSQL and Redis (the machine's own, or managed ones).
 test-system: install
 	FOTOOWL_TEST_DATABASE_URL=$${FOTOOWL_TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres} \
 	FOTOOWL_TEST_REDIS_URL=$${FOTOOWL_TEST_REDIS_URL:-redis://127.0.0.1:6379/1} \
-	$(BIN)/pytest -m "not browser" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not browser and not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench chaos

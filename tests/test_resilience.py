@@ -83,6 +83,7 @@ async def later(delay_s: float, action: Any) -> None:
 # --- storage ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_storage_answering_500_pauses_copies_without_spending_attempts(
     app_settings: AppSettings, drive: RunningEmulator
 ) -> None:

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import pytest
 
 from conftest import RunningEmulator, wait_for_import
 from fotoowl.config import AppSettings
@@ -52,6 +53,7 @@ async def next_sync(client: Any, watch_id: int, after: int | None, timeout_s: fl
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.slow
 async def test_a_watch_keeps_the_folder_in_step(
     client: Any, drive: RunningEmulator, storage: Storage, app_settings: AppSettings
 ) -> None:
@@ -100,6 +102,7 @@ async def test_a_watch_keeps_the_folder_in_step(
     assert [i["id"] for i in syncs["imports"]] == [fourth["id"], third["id"], second["id"], first["id"]]
 
 
+@pytest.mark.slow
 async def test_an_unshared_folder_backs_off_with_its_reason(client: Any, drive: RunningEmulator) -> None:
     kit = DriveKit(drive.emu, drive.api_url)
     root = kit.add_folder(None, "Private soon")

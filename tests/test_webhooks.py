@@ -238,6 +238,7 @@ async def test_every_event_arrives_once_signed_despite_three_failures_each(
         assert body["error"]["code"] == code
 
 
+@pytest.mark.slow
 async def test_the_first_three_deliveries_overall_fail_and_nothing_is_lost(
     app_settings: AppSettings, drive: RunningEmulator, receiver: Receiver, aiohttp_client: Any
 ) -> None:
@@ -252,6 +253,7 @@ async def test_the_first_three_deliveries_overall_fail_and_nothing_is_lost(
     assert sum(1 for hit in receiver.hits if hit.answered == 500) == 3
 
 
+@pytest.mark.slow
 async def test_a_restart_while_deliveries_fail_loses_no_event(
     app_settings: AppSettings, drive: RunningEmulator, receiver: Receiver, aiohttp_client: Any
 ) -> None:
