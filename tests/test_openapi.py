@@ -175,7 +175,7 @@ def test_page_sizes_and_filters_match_the_api() -> None:
         return {p["name"]: p for p in resolved}
 
     images = params(("GET", "/images"))
-    assert set(images) == {"limit", "cursor", "import_id", "source", "folder", "mime_type", "q"}
+    assert set(images) == {"limit", "cursor", "import_id", "source", "folder", "mime_type", "q", "count"}
     for key, default in (
         (("GET", "/imports"), 50),
         (("GET", "/images"), 100),
