@@ -243,6 +243,7 @@ async def test_totals_are_counted_when_few_and_estimated_when_many(pool: asyncpg
         ImageCriteria(q="sunset_panorama"),
         ImageCriteria(q="IMG_01", import_id=21),  # IMG-01.. names share the key, not the name
         ImageCriteria(source="dropbox", mime_type="image/bmp"),
+        ImageCriteria(import_id=7, source="dropbox"),  # import 7 is Drive's: none, whatever the estimate
     ):
         sql, args = image_query.matching_query(filters)
         plain, plain_args = _plain(filters, 2**62, 1)

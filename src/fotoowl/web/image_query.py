@@ -288,6 +288,11 @@ async def count_images(pool: asyncpg.Pool, filters: ImageCriteria) -> ImageCount
     """How many images `filters` match: exact where that is cheap, else estimated."""
     sql, args = matching_query(filters)
     async with pool.acquire() as conn:
+        if filters.import_id is not None and filters.source is not None:
+            # An image has its import's source: a mismatch is none at all, which no estimate knows.
+            source = await conn.fetchval("SELECT source FROM imports WHERE id = $1", filters.import_id)
+            if source != filters.source:
+                return ImageCount(0, exact=True)
         async with conn.transaction():
             await conn.execute(_PLANNING)
             estimate = await _estimated_rows(conn, sql, *args)
