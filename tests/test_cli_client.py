@@ -245,7 +245,9 @@ async def test_wait_draws_progress_on_a_terminal(client: Any, drive: RunningEmul
 
 
 async def test_ctrl_c_stops_the_waiting_not_the_import(client: Any, drive: RunningEmulator) -> None:
-    drive.emu.latency_s = 0.5  # slow enough that the import is still going when Ctrl-C comes
+    # Slow enough that the import (five round trips deep) is still going when Ctrl-C comes, however long
+    # the command takes to start on a busy machine.
+    drive.emu.latency_s = 2.0
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
