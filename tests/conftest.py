@@ -266,6 +266,11 @@ async def wait_for_import(client: Any, import_id: int, timeout_s: float = 60.0) 
         await asyncio.sleep(0.2)
 
 
+def without_previews(body: dict[str, Any]) -> dict[str, Any]:
+    """An import's JSON but its preview counts, which move on after the import ends (previews follow)."""
+    return {key: value for key, value in body.items() if key != "previews"}
+
+
 async def wait_for_previews(client: Any, import_id: int, timeout_s: float = 60.0) -> dict[str, Any]:
     """Poll the API until the import is finished and none of its previews is pending (they follow the
     originals: an import completes before its previews); returns its JSON."""

@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from conftest import RunningEmulator, counts, wait_for_import
+from conftest import RunningEmulator, counts, wait_for_import, without_previews
 from fotoowl import embedded
 from fotoowl.cli_import import POLL_S
 from fotoowl.client import ApiFailure, FotoowlClient, ImageFilters, ServiceUnreachable
@@ -356,7 +356,3 @@ def test_client_takes_only_http_urls() -> None:
     for url in ("ftp://example.com", "127.0.0.1:8000", "http://"):
         with pytest.raises(ValueError):
             FotoowlClient(url)
-
-
-def without_previews(body: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in body.items() if key != "previews"}
