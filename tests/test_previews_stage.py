@@ -191,6 +191,14 @@ async def test_previews_of_a_worker_that_died_are_made_by_another(
         assert (counts["previews_done_count"], counts["previews_pending_count"]) == (6, 0)
 
 
+async def until_previews_are_claimed(deps: Deps) -> None:
+    """Wait (up to 30 s) until a lane holds some previews under its lease."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while not await deps.pool.fetchval("SELECT count(*) FROM images WHERE preview_lease_token IS NOT NULL"):
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.005)
+
+
 async def test_a_lane_cancelled_mid_batch_hands_its_previews_back(
     app_settings: AppSettings, drive: RunningEmulator
 ) -> None:
@@ -200,10 +208,7 @@ async def test_a_lane_cancelled_mid_batch_hands_its_previews_back(
     async with process_without_lane(app_settings) as deps:
         import_id = await import_by_hand(deps, root)
         batch = asyncio.create_task(preview_lane.make_batch(deps, limit=40))
-        deadline = asyncio.get_running_loop().time() + 30
-        while not await deps.pool.fetchval("SELECT count(*) FROM images WHERE preview_lease_token IS NOT NULL"):
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.005)
+        await until_previews_are_claimed(deps)
         batch.cancel()
         await asyncio.gather(batch, return_exceptions=True)
         rows = await deps.pool.fetch(
@@ -226,10 +231,7 @@ async def test_copies_come_first_previews_trickle_beside_them(
     async with process_without_lane(app_settings) as deps:
         import_id = await import_by_hand(deps, root)
         batch = asyncio.create_task(preview_lane.make_batch(deps))
-        deadline = asyncio.get_running_loop().time() + 30
-        while not await deps.pool.fetchval("SELECT count(*) FROM images WHERE preview_lease_token IS NOT NULL"):
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.005)
+        await until_previews_are_claimed(deps)
         await deps.claim_room.reserve(1)  # this process starts copying
         assert await batch == 40
         rows = await deps.pool.fetch("SELECT preview_status, preview_attempts, preview_lease_token FROM images")

@@ -194,15 +194,13 @@ def _preview_children(parent_pid: int) -> list[int]:
     """Live processes running fotoowl.preview_worker whose parent is `parent_pid`."""
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+        if not entry.isdigit() or not (fields := _stat(int(entry))) or fields[0] == "Z":
             continue
         try:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if b"fotoowl.preview_worker" in cmdline and ppid == parent_pid and stat.rsplit(")", 1)[1].split()[0] != "Z":
+        if b"fotoowl.preview_worker" in cmdline and int(fields[1]) == parent_pid:
             found.append(int(entry))
     return found
 
@@ -244,9 +242,14 @@ async def test_previews_are_made_by_a_lowest_priority_child_that_never_outlives_
     assert not _alive(children[0])
 
 
-def _alive(pid: int) -> list[int]:
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...); empty once it is gone."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return []
-    return [] if state == "Z" else [pid]
+
+
+def _alive(pid: int) -> bool:
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != "Z"

@@ -230,13 +230,12 @@ def image_criteria(request: web.Request, *, page: bool = False) -> ImageCriteria
 
 
 async def query_images(
-    request: web.Request, limit: int, *, page: bool = False
+    request: web.Request, limit: int, *, page: bool = False, filters: ImageCriteria | None = None
 ) -> tuple[list[asyncpg.Record], str | None]:
     """Newest first, keyset-paginated; shared with the gallery `page`. The SQL is image_query's."""
-
     cursor = request.query.get("cursor")
     before_id = decode_cursor(cursor) if cursor else INT64_MAX
-    filters = image_criteria(request, page=page)
+    filters = filters or image_criteria(request, page=page)
     rows = await fetch_images(request.app[DB], filters, before_id=before_id, limit=limit)
     next_cursor = encode_cursor(rows[-1]["id"]) if rows and len(rows) == limit else None
     return rows, next_cursor
@@ -245,11 +244,11 @@ async def query_images(
 async def list_images(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 100, hi=MAX_PAGE)
     assert limit is not None
-    total = None
+    filters, total = image_criteria(request), None
     if flag_param(request, "count"):
-        counted = await count_images(request.app[DB], image_criteria(request))
+        counted = await count_images(request.app[DB], filters)
         total = ImageTotal(count=counted.count, exact=counted.exact)
-    rows, next_cursor = await query_images(request, limit)
+    rows, next_cursor = await query_images(request, limit, filters=filters)
     images = [Image.from_row(r) for r in rows]
     return web.json_response(ImageList(images=images, next_cursor=next_cursor, total=total).body())
 
