@@ -83,6 +83,15 @@ async def later(delay_s: float, action: Any) -> None:
 # --- storage ----------------------------------------------------------------------------------------
 
 
+async def heal_after_outage(deps: Deps, proxy: HttpFaultProxy, *, down_s: float) -> None:
+    for _ in range(1200):  # a minute at most; the test then says no outage was seen
+        if deps.storage_gate.outages:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(down_s)
+    proxy.fail_writes = False
+
+
 @pytest.mark.slow
 async def test_storage_answering_500_pauses_copies_without_spending_attempts(
     app_settings: AppSettings, drive: RunningEmulator
@@ -96,8 +105,12 @@ async def test_storage_answering_500_pauses_copies_without_spending_attempts(
         settings = app_settings.replace(s3_endpoint_url=proxy.url, max_attempts=1, files_in_flight=4)
         async with open_deps(settings) as deps:
             proxy.fail_writes = True
-            asyncio.get_running_loop().call_later(20.0, setattr, proxy, "fail_writes", False)
+            # Storage comes back a while after the worker saw it down, not at a fixed time: botocore's
+            # own retries of a 500 back off up to 30 s, so a fixed window could close before any copy
+            # gave up (every copy then succeeds on a retry and the pause is never exercised).
+            healing = asyncio.create_task(heal_after_outage(deps, proxy, down_s=3.0))
             row = await run_import(deps, root)
+            healing.cancel()
             assert deps.storage_gate.outages >= 1
     finally:
         await proxy.close()
