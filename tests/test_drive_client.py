@@ -430,6 +430,9 @@ async def test_pacer_is_consulted_for_every_request(emu: DriveEmulator, session:
         async def acquire(self) -> None:
             self.calls += 1
 
+        async def charge(self) -> None:
+            raise AssertionError("nothing charges this pacer without waiting")
+
         async def slow_down(self) -> float:
             raise AssertionError("no rate limit was answered")
 
@@ -513,6 +516,9 @@ async def test_rate_limit_answers_slow_the_pacer_down(emu: DriveEmulator, sessio
 
         async def acquire(self) -> None:
             self.acquired += 1
+
+        async def charge(self) -> None:
+            raise AssertionError("nothing charges this pacer without waiting")
 
         async def slow_down(self) -> float:
             self.slowdowns += 1

@@ -10,6 +10,7 @@ import hashlib
 from typing import Any
 
 import asyncpg
+import pytest
 
 from conftest import RunningEmulator, counts, wait_for_import, wait_for_previews
 from fotoowl.config import AppSettings
@@ -324,6 +325,20 @@ async def test_claim_room_waits_for_a_worthwhile_claim() -> None:
     assert room.held_items == 5
 
 
+@pytest.mark.parametrize("files_in_flight", [1, 4, 32])
+async def test_the_next_claim_is_made_while_every_copy_place_is_busy(files_in_flight: int) -> None:
+    """Before: room for a quarter more than the files in flight, and claims of at least half of them,
+    so a claim waited until a quarter of the copy places stood empty (and stayed so for its round trip)."""
+    room = limits.ClaimRoom.for_files_in_flight(files_in_flight)
+    assert await room.reserve(200) == room.capacity_items
+    claiming = asyncio.create_task(room.reserve(200))
+    while not claiming.done():
+        room.give_back(1)  # a file stored: its place comes back
+        await asyncio.sleep(0)
+    # When the claim goes out, the items still held (copying or waiting to) fill every copy place.
+    assert room.held_items - await claiming >= files_in_flight
+
+
 async def test_worker_processes_split_an_import_instead_of_one_hoarding_it(
     app_settings: AppSettings, drive: RunningEmulator
 ) -> None:
@@ -340,7 +355,7 @@ async def test_worker_processes_split_an_import_instead_of_one_hoarding_it(
             transfer.transfer_import(first, created["id"]), transfer.transfer_import(second, created["id"])
         )
         row = await first.pool.fetchrow("SELECT status, imported_count FROM imports WHERE id = $1", created["id"])
-    # With 4 files in flight a process holds at most 5 items: one claim of a whole batch size (as
+    # With 4 files in flight a process holds at most 6 items: one claim of a whole batch size (as
     # before claims were sized to the room) would have left the other process nothing.
     assert sum(moved) == 60 and min(moved) >= 5
     assert (row["status"], row["imported_count"]) == ("completed", 60)

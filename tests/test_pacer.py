@@ -3,10 +3,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from arq.connections import ArqRedis
 
-from fotoowl.pacer import LocalPacer, RedisPacer
+from fotoowl.config import AppSettings, Secret
+from fotoowl.pacer import LocalPacer, PriorityLane, RedisPacer
+from fotoowl.sources.registry import drive_client
 
 
 class FakeClock:
@@ -165,3 +169,63 @@ async def test_redis_pacer_recovers_after_a_cut(redis_url: str) -> None:
         assert await client.pttl(key) > 0
     finally:
         await client.aclose()
+
+
+# --- a priority lane (listing pages) over the shared quota ------------------------------------------
+
+
+async def test_a_priority_lane_goes_ahead_and_the_queue_pays_for_it() -> None:
+    """Before: listing had a bucket of its own beside a download bucket set to the quota less the
+    listing's share, so downloads never had that share, even when nothing was being listed."""
+    clock = FakeClock()
+    shared = LocalPacer(rate_per_s=10, burst=2, recovery_s=1e9, clock=clock)
+    lane = PriorityLane(LocalPacer(rate_per_s=1, burst=2, recovery_s=1e9, clock=clock), shared)
+    # Nothing listed: the rest has the whole quota, burst and rate.
+    assert [shared.reserve() for _ in range(3)] == [0.0, 0.0, pytest.approx(0.1)]
+    # A listing page while downloads queue: it goes at once (nothing slept on the fake clock) ...
+    await lane.acquire()
+    # ... and the next download waits for the token it took, after the one already queued.
+    assert shared.reserve() == pytest.approx(0.3)
+
+
+async def test_a_priority_lane_keeps_to_its_own_pace() -> None:
+    clock = FakeClock()
+    shared = LocalPacer(rate_per_s=100, burst=100, recovery_s=1e9, clock=clock)
+    own = LocalPacer(rate_per_s=1, burst=2, recovery_s=1e9, clock=clock)
+    lane = PriorityLane(own, shared)
+    await lane.charge()
+    await lane.charge()
+    assert own.reserve() == pytest.approx(1.0)  # the lane's own bucket is spent
+
+
+async def test_a_rate_limit_in_the_lane_slows_the_whole_quota() -> None:
+    clock = FakeClock()
+    shared = LocalPacer(rate_per_s=100, burst=10, recovery_s=1e9, clock=clock)
+    lane = PriorityLane(LocalPacer(rate_per_s=10, burst=1, recovery_s=1e9, clock=clock), shared)
+    assert await lane.slow_down() == pytest.approx(5.0)
+    assert shared.rate_per_s == pytest.approx(50.0)
+
+
+async def test_redis_pacer_charge_takes_a_token_without_waiting(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url)
+    try:
+        key = f"test:pacer:{uuid.uuid4().hex}"
+        pacer = RedisPacer(client, key, rate_per_s=1.0, burst=1)
+        for _ in range(3):
+            await pacer.charge()  # returns at once, three tokens into a one-token bucket
+        assert 2.5 < await pacer.reserve() <= 3.0  # the next caller waits for all three
+    finally:
+        await client.aclose()
+
+
+async def test_drive_downloads_have_the_whole_quota_and_listing_goes_ahead_of_them(redis_url: str) -> None:
+    settings = AppSettings(google_api_key=Secret("k"), drive_rate_per_s=50.0, drive_burst=5)
+    redis = ArqRedis.from_url(redis_url)
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = drive_client(settings, session, redis)
+            downloads, listing = client._pacer_for("media"), client._pacer_for("list")
+            assert isinstance(downloads, RedisPacer) and downloads.rule.max_rate_per_s == 50.0
+            assert isinstance(listing, PriorityLane) and listing.shared is downloads
+    finally:
+        await redis.aclose()

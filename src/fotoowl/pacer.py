@@ -38,6 +38,10 @@ REDIS_RETRY_AFTER_S = 5.0
 class Pacer(Protocol):
     async def acquire(self) -> None: ...
 
+    async def charge(self) -> None:
+        """Take a token without waiting for it: the callers after this one wait for it instead."""
+        ...
+
     async def slow_down(self) -> float:
         """Record a rate-limit answer; returns the pace in requests per second from now on."""
         ...
@@ -128,6 +132,9 @@ class LocalPacer:
         wait_s = self.reserve()
         if wait_s > 0:
             await asyncio.sleep(wait_s)
+
+    async def charge(self) -> None:
+        self.reserve()
 
     async def slow_down(self) -> float:
         return self.cut()
@@ -253,6 +260,9 @@ class RedisPacer:
         if wait_s > 0:
             await asyncio.sleep(wait_s)
 
+    async def charge(self) -> None:
+        await self.reserve()
+
     async def slow_down(self) -> float:
         local_rate = self.fallback.cut()
         if self.shared:
@@ -262,3 +272,27 @@ class RedisPacer:
             except (RedisError, OSError, TimeoutError) as exc:
                 self._redis_failed(exc)
         return local_rate
+
+
+class PriorityLane:
+    """Requests that must not queue behind the rest of a quota (listing pages, which keep the
+    downloads fed): paced by a small bucket of their own, and charged to the shared bucket without
+    waiting, so the requests queued there wait for what the lane took. The lane's share is never
+    set aside: while it is idle, the rest has the whole quota, and together they stay within it."""
+
+    def __init__(self, own: Pacer, shared: Pacer) -> None:
+        self.own = own
+        self.shared = shared
+
+    async def acquire(self) -> None:
+        await self.own.acquire()
+        await self.shared.charge()
+
+    async def charge(self) -> None:
+        await self.own.charge()
+        await self.shared.charge()
+
+    async def slow_down(self) -> float:
+        # A rate-limit answer speaks of the whole quota, whichever request drew it.
+        shared_rate_per_s = await self.shared.slow_down()
+        return min(await self.own.slow_down(), shared_rate_per_s)

@@ -7,10 +7,19 @@ from collections.abc import Callable
 
 
 class ClaimRoom:
-    """Room for claimed items in one process: its files in flight plus a quarter more waiting their
+    """Room for claimed items in one process: its files in flight plus one claim more waiting their
     turn (claims take a database round trip). A claim waits until there is room for a worthwhile
     batch and takes what room there is; each item gives its place back once its file is stored.
     Sized claims leave the rest of an import's items pending for other worker processes to claim."""
+
+    @classmethod
+    def for_files_in_flight(cls, files_in_flight: int) -> ClaimRoom:
+        """Room for one claim beyond the files in flight, so the next claim is taken while every copy
+        is still running and no copy place idles during its round trip. (With a quarter more, a claim
+        of half the files in flight waited until a quarter of the copy places were empty: 29.5 of 32
+        busy on average.)"""
+        min_claim_items = max(1, files_in_flight // 2)
+        return cls(files_in_flight + min_claim_items, min_claim_items=min_claim_items)
 
     def __init__(self, capacity_items: int, *, min_claim_items: int) -> None:
         self.capacity_items = capacity_items

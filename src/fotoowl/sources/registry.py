@@ -12,14 +12,14 @@ import aiohttp
 from arq import ArqRedis
 
 from fotoowl.config import AppSettings
-from fotoowl.pacer import RedisPacer
+from fotoowl.pacer import PriorityLane, RedisPacer
 from fotoowl.sources.base import Source
 from fotoowl.sources.dropbox.source import DropboxSource
 from fotoowl.sources.google_drive.client import DriveClient
 from fotoowl.sources.google_drive.source import DriveSource
 from fotoowl.sources.google_drive_public.source import DrivePublicSource, public_pacer
 
-# The share of the Drive request quota kept for listing pages.
+# The most of the Drive request quota listing pages may take.
 LISTING_SHARE = 0.1
 
 
@@ -27,11 +27,14 @@ def drive_client(settings: AppSettings, session: aiohttp.ClientSession, redis: A
     key = settings.google_api_key.get()
     # One bucket per API key, shared by every worker process on every machine.
     bucket = "fotoowl:pacer:" + hashlib.sha256(key.encode()).hexdigest()[:16]
-    # The key's quota split in two lanes: listing pages (a few a second at most) never queue behind
-    # downloads, and together the lanes stay within the quota.
+    # Listing pages (a few a second at most) never queue behind downloads: they go ahead in a lane of
+    # their own and the downloads wait for what they took, so the downloads have the whole quota
+    # whenever nothing is being listed (a fixed split left the listing's share idle).
     listing_rate_per_s = max(1.0, settings.drive_rate_per_s * LISTING_SHARE)
-    pacer = RedisPacer(redis, bucket, max(1.0, settings.drive_rate_per_s - listing_rate_per_s), settings.drive_burst)
-    listing_pacer = RedisPacer(redis, bucket + ":listing", listing_rate_per_s, max(1, int(listing_rate_per_s)))
+    pacer = RedisPacer(redis, bucket, settings.drive_rate_per_s, settings.drive_burst)
+    listing_pacer = PriorityLane(
+        RedisPacer(redis, bucket + ":listing", listing_rate_per_s, max(1, int(listing_rate_per_s))), pacer
+    )
     return DriveClient(
         session,
         api_url=settings.drive_api_url,
