@@ -17,8 +17,8 @@ STEPS = ("fotoowl", "dropbox", "naive", "limit", "rclone", "scaling", "api", "me
 VARIANTS: tuple[tuple[str, dict[str, str], tuple[int, ...]], ...] = (
     ("", {}, (1, 2)),
     ("no thumbnails", {"FOTOOWL_THUMBNAIL_PX": "0"}, (1,)),
-    # The product paces Drive downloads at Google's documented quota (FOTOOWL_DRIVE_RATE_PER_S, less the
-    # listing's share); the bare copy is not paced. This row shows the pipeline without that ceiling.
+    # The product paces Drive requests at Google's documented quota (FOTOOWL_DRIVE_RATE_PER_S, listing
+    # pages and downloads together); the bare copy is not paced. This row shows the pipeline without that ceiling.
     ("Drive pacer raised", {"FOTOOWL_DRIVE_RATE_PER_S": "100000", "FOTOOWL_DRIVE_BURST": "1000"}, (1,)),
 )
 # The same folder served as a shared Dropbox link, imported by one worker as the Drive one is. Dropbox's
@@ -105,7 +105,7 @@ class Plan:
                 f"- fotoowl: `arq fotoowl.worker.Settings` processes, {self.in_flight} files in flight each (default); "
                 f"FOTOOWL_* overrides: {env}. The row marked [no thumbnails] sets FOTOOWL_THUMBNAIL_PX=0, the "
                 "one marked [Drive pacer raised] FOTOOWL_DRIVE_RATE_PER_S=100000 (the product paces Drive requests "
-                f"at {_DEFAULTS.drive_rate_per_s:g}/s, Google's documented quota, a tenth of it kept for listing; "
+                f"at {_DEFAULTS.drive_rate_per_s:g}/s, Google's documented quota, listing and downloads together; "
                 "the bare copy is not paced): diagnostics; the targets are judged on the product defaults. Each "
                 "import must end with every image row right (source id, size, MD5) and a sample of the stored "
                 "objects reading back with the right MD5.",

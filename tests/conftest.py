@@ -156,6 +156,7 @@ def base_settings(servers: SessionServers, s3_prefix: str, tmp_path: Path) -> Ap
         aws_secret_access_key=Secret(servers.aws_secret_access_key),
         file_root=tmp_path / "files",
         data_dir=tmp_path / "data",
+        preview_spool_dir=str(tmp_path / "preview-spool"),
         google_api_key=Secret("test-key"),
         lease_s=30,
         retry_backoff_s=0.2,

@@ -124,6 +124,11 @@ class AppSettings:
     # the lowest CPU priority, on the cores their copies leave idle (pipeline/preview_process.py);
     # off, or in `fotoowl serve`'s embedded workers, on their own loop, a trickle while they copy.
     preview_process: bool = True
+    # Originals handed from their copy to their preview on the same machine (pipeline/preview_spool.py),
+    # so previews need not read them back from storage: a directory (empty: tmpfs at /dev/shm where
+    # there is one, else data_dir/preview-spool) and the most it holds; 0 turns the hand-over off.
+    preview_spool_dir: str = ""
+    preview_spool_bytes: int = 256 * 1024 * 1024
     db_pool_size: int = 10
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "INFO"
@@ -208,6 +213,8 @@ class AppSettings:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
+        if self.preview_spool_bytes < 0:
+            raise ConfigError(f"{PREFIX}PREVIEW_SPOOL_BYTES must not be negative (0 turns the spool off)")
         if self.retry_backoff_s < 0:
             raise ConfigError(f"{PREFIX}RETRY_BACKOFF_S must not be negative")
         if self.drive_rate_per_s <= 0:

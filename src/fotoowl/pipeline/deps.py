@@ -16,6 +16,7 @@ from arq import ArqRedis
 from fotoowl.config import AppSettings
 from fotoowl.liveness import Heartbeat
 from fotoowl.pipeline.limits import ByteBudget, ClaimRoom
+from fotoowl.pipeline.preview_spool import PreviewSpool, open_spool
 from fotoowl.resilience import OutageGate
 from fotoowl.sources.base import FolderLink, Source, SourceConfigError
 from fotoowl.storage import Storage
@@ -45,6 +46,8 @@ class Deps:
     storage_gate: OutageGate = field(init=False)
     # This process's beat: items it claims carry its id, so the sweeper can tell when it died.
     heartbeat: Heartbeat = field(init=False)
+    # Originals handed from their copy to their preview on this machine; None: previews read storage.
+    preview_spool: PreviewSpool | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.semaphore = asyncio.Semaphore(self.settings.files_in_flight)
@@ -55,6 +58,7 @@ class Deps:
         )
         self.transfer_memory = ByteBudget(self.settings.transfer_memory_bytes)
         self.heartbeat = Heartbeat(self.pool, uuid.uuid4())
+        self.preview_spool = open_spool(self.settings)
         probe_key = f"{self.settings.s3_prefix_normalised}{_PROBE_KEY}"
         self.storage_gate = OutageGate("storage", lambda: self.storage.probe_write(probe_key))
 

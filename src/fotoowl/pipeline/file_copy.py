@@ -159,11 +159,15 @@ async def _upload(deps: Deps, origin: Origin, item: ClaimedItem, token: uuid.UUI
     # Storage checks an MD5 itself as the bytes go up; another kind of checksum is computed here.
     checker = checksum_hasher(item.checksum_kind) if item.checksum and item.checksum_kind != "md5" else None
     received_bytes = 0
+    # The bytes also go to this machine's preview spool, so the preview need not read them back.
+    spool = deps.preview_spool.writer(key, size) if deps.preview_spool else None
 
     async def counted(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
         nonlocal received_bytes
         async for chunk in chunks:
             received_bytes += len(chunk)
+            if spool is not None:
+                spool.write(chunk)
             yield chunk
 
     def verify() -> None:
@@ -183,6 +187,12 @@ async def _upload(deps: Deps, origin: Origin, item: ClaimedItem, token: uuid.UUI
             on_multipart_start=remember_upload,
             verify=verify,
         )
+    except BaseException:
+        if spool is not None:
+            spool.abandon()
+        raise
     finally:
         await download.aclose()
+    if spool is not None:
+        spool.commit()
     return stored

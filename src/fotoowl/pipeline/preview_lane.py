@@ -62,6 +62,8 @@ IN_FLIGHT_PER_THREAD = 8
 MEMORY_BYTES = 24 * 1024 * 1024
 # A preview storage failed is tried again after about this long (doubling with each attempt).
 RETRY_BACKOFF_S = 2.0
+# How often the lane deletes spooled originals nobody took (preview_spool.py).
+SPOOL_SWEEP_EVERY_S = 60.0
 # A hand-back on the way out is bounded; the lease expires otherwise.
 RELEASE_TIMEOUT_S = 10.0
 
@@ -89,7 +91,11 @@ async def running(deps: Deps) -> AsyncIterator[None]:
 async def run_lane(deps: Deps) -> None:
     """Make pending previews until cancelled; an error pauses the lane, never ends it."""
     failures = 0
+    swept_at_s = float("-inf")
     while True:
+        if deps.preview_spool is not None and time.monotonic() - swept_at_s >= SPOOL_SWEEP_EVERY_S:
+            swept_at_s = time.monotonic()
+            deps.preview_spool.sweep()
         try:
             claimed = await make_batch(deps)
         except asyncio.CancelledError:

@@ -18,6 +18,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Final, Literal
 
 import aiohttp
@@ -26,6 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from fotoowl.pipeline.deps import Deps
 from fotoowl.pipeline.keys import thumbnail_key
+from fotoowl.pipeline.preview_spool import MAX_ORIGINAL_BYTES
 from fotoowl.resilience import is_storage_outage
 from fotoowl.storage import ObjectNotFound
 from fotoowl.thumbnails import CONTENT_TYPE as THUMBNAIL_CONTENT_TYPE
@@ -33,8 +35,7 @@ from fotoowl.thumbnails import Thumbnail, make_thumbnail
 
 log = logging.getLogger("fotoowl.pipeline.previews")
 
-# Larger originals get a placeholder: reading them back costs more than a preview is worth.
-PREVIEW_MAX_SOURCE_BYTES = 64 * 1024 * 1024
+PREVIEW_MAX_SOURCE_BYTES = MAX_ORIGINAL_BYTES
 # Originals up to this size are read into memory for their preview (the lane bounds how many bytes it
 # holds at once: preview_lane.MEMORY_BYTES); larger ones into a temporary file as they are read.
 SPOOL_IN_MEMORY_BYTES = 8 * 1024 * 1024
@@ -240,15 +241,9 @@ async def make_preview(deps: Deps, pending: PendingPreview) -> PreviewMade | Pre
     if pending.attempts > settings.max_attempts:
         return PreviewMade(image_id, "none", FAILED)
     extra = {"image_id": image_id, "source_id": pending.source_id}
-    loop = asyncio.get_running_loop()
+    spooled = deps.preview_spool.take(pending.storage_key, pending.size_bytes) if deps.preview_spool else None
     try:
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES) as spool:
-            async for chunk in deps.storage.stream(pending.storage_key):
-                spool.write(chunk)
-            spool.seek(0)
-            thumb = await loop.run_in_executor(
-                deps.thumbnail_executor, _thumbnail_at_low_priority, spool, settings.thumbnail_px
-            )
+        thumb = await (_thumbnail_of_file(deps, spooled) if spooled else _thumbnail_from_storage(deps, pending))
         if thumb is None:
             return PreviewMade(image_id, "none", UNDECODABLE)
         key = thumbnail_key(settings, pending.source, pending.source_id)
@@ -263,4 +258,28 @@ async def make_preview(deps: Deps, pending: PendingPreview) -> PreviewMade | Pre
     except Exception as exc:
         log.exception("preview failed unexpectedly", extra=extra)
         return PreviewDeferred(image_id, f"{type(exc).__name__}: {exc}", attempt_spent=True)
+    finally:
+        if spooled and deps.preview_spool:
+            # Made or not, the next try reads storage (a spooled file that failed must not fail again).
+            deps.preview_spool.discard(pending.storage_key)
     return PreviewMade(image_id, "done", None, key, thumb.width, thumb.height)
+
+
+async def _thumbnail_from_storage(deps: Deps, pending: PendingPreview) -> Thumbnail | None:
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES) as spool:
+        async for chunk in deps.storage.stream(pending.storage_key):
+            spool.write(chunk)
+        spool.seek(0)
+        return await asyncio.get_running_loop().run_in_executor(
+            deps.thumbnail_executor, _thumbnail_at_low_priority, spool, deps.settings.thumbnail_px
+        )
+
+
+async def _thumbnail_of_file(deps: Deps, path: Path) -> Thumbnail | None:
+    """From the original the copy left on this machine (preview_spool.py)."""
+
+    def make() -> Thumbnail | None:
+        with open(path, "rb") as original:
+            return _thumbnail_at_low_priority(original, deps.settings.thumbnail_px)
+
+    return await asyncio.get_running_loop().run_in_executor(deps.thumbnail_executor, make)
