@@ -149,6 +149,20 @@ def test_the_sweep_deletes_what_nobody_took(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "spool").iterdir()] == [s.path("new.jpg").name]
 
 
+def test_a_spool_directory_others_can_reach_is_not_used(tmp_path: Path) -> None:
+    """In a shared tmpfs another local user could make the directory first: to read the originals,
+    or to plant files that would become previews."""
+    root = tmp_path / "spool"
+    root.mkdir(mode=0o777)
+    root.chmod(0o777)
+    planted = PreviewSpool(root, limit_bytes=100, max_file_bytes=100, namespace="ns")
+    planted.path("x.jpg").write_bytes(b"planted")
+    assert planted.take("x.jpg", 7) is None
+    assert planted.writer("y.jpg", 1) is None
+    root.chmod(0o700)
+    assert PreviewSpool(root, limit_bytes=100, max_file_bytes=100, namespace="ns").take("x.jpg", 7) is not None
+
+
 def test_deployments_sharing_a_machine_do_not_share_originals(tmp_path: Path) -> None:
     first = PreviewSpool(tmp_path, limit_bytes=100, max_file_bytes=100, namespace="http://s3-a/bucket")
     second = PreviewSpool(tmp_path, limit_bytes=100, max_file_bytes=100, namespace="http://s3-b/bucket")

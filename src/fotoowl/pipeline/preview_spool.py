@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import stat
 import time
 import uuid
 from pathlib import Path
@@ -66,6 +67,7 @@ class PreviewSpool:
         self._namespace = namespace
         self._used_bytes = 0
         self._scanned_at_s = float("-inf")
+        self._checked_root: bool | None = None
 
     def path(self, storage_key: str) -> Path:
         name = hashlib.sha256(f"{self._namespace}\n{storage_key}".encode()).hexdigest()
@@ -77,9 +79,10 @@ class PreviewSpool:
         room_bytes = min(self.max_file_bytes, self.limit_bytes - self.used_bytes())
         if size_bytes > room_bytes or room_bytes <= 0:
             return None
+        if not self._private_root():
+            return None
         final = self.path(storage_key)
         try:
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             writer = SpoolWriter(final, final.with_name(f"{final.name}.{uuid.uuid4().hex}{_PART}"), room_bytes)
         except OSError as exc:
             log.debug("preview spool unavailable: %s", exc)
@@ -89,6 +92,8 @@ class PreviewSpool:
 
     def take(self, storage_key: str, size_bytes: int) -> Path | None:
         """The spooled original, if this machine has it whole."""
+        if not self._private_root():
+            return None
         path = self.path(storage_key)
         try:
             found_bytes = path.stat().st_size
@@ -97,6 +102,23 @@ class PreviewSpool:
         # A known size that differs: not this original (nothing should cause it, but a stale file
         # must never become a wrong preview).
         return path if size_bytes <= 0 or found_bytes == size_bytes else None
+
+    def _private_root(self) -> bool:
+        """Whether the directory is ours alone: in a shared tmpfs another local user could have made
+        it first, to read the originals or to plant files that become previews."""
+        if self._checked_root is None:
+            try:
+                self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+                found = os.lstat(self.root)
+                self._checked_root = (
+                    stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid() and not found.st_mode & 0o077
+                )
+            except OSError as exc:
+                log.debug("preview spool unavailable: %s", exc)
+                self._checked_root = False
+            if not self._checked_root:
+                log.warning("the preview spool %s is not a private directory of this user: not used", self.root)
+        return self._checked_root
 
     def discard(self, storage_key: str) -> None:
         with contextlib.suppress(OSError):
