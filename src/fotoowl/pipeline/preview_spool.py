@@ -29,6 +29,8 @@ log = logging.getLogger("fotoowl.pipeline.preview_spool")
 
 # Larger originals get a placeholder, not a preview: reading them costs more than a preview is worth.
 MAX_ORIGINAL_BYTES = 64 * 1024 * 1024
+# Larger ones are read back from storage: a few of them would take the room of a thousand photos.
+MAX_SPOOLED_BYTES = 16 * 1024 * 1024
 
 # Written but not taken (made by a lane on another machine, or the preview was disabled meanwhile):
 # deleted after this long.
@@ -45,7 +47,7 @@ def open_spool(settings: AppSettings) -> PreviewSpool | None:
     root = Path(settings.preview_spool_dir) if settings.preview_spool_dir else _default_root(settings)
     where = settings.s3_endpoint_url + "/" + settings.s3_bucket if settings.storage == "s3" else str(settings.file_root)
     return PreviewSpool(
-        root, limit_bytes=settings.preview_spool_bytes, max_file_bytes=MAX_ORIGINAL_BYTES, namespace=where
+        root, limit_bytes=settings.preview_spool_bytes, max_file_bytes=MAX_SPOOLED_BYTES, namespace=where
     )
 
 

@@ -1,5 +1,6 @@
-"""Previews: a JPEG thumbnail of each recorded image, made after the fact from its original read back
-from storage, never on the copy's path, and never fatal to the image.
+"""Previews: a JPEG thumbnail of each recorded image, made after the fact from its original (the file
+its copy left in this machine's preview spool, else read back from storage), never on the copy's
+path, and never fatal to the image.
 
 An image is recorded with its preview `pending`; a preview lane (preview_lane.py) claims pending
 previews under a lease, makes each one here, and records it `done` (with its thumbnail_key) or
