@@ -14,6 +14,13 @@ from fotoowl.testing.drive_emulator.faults import Fault
 from test_previews_stage import import_by_hand, make_all_previews, process_without_lane
 
 
+def shoot(drive: RunningEmulator, images: int) -> str:
+    root = drive.emu.add_folder(None, "Shoot")
+    for n in range(images):
+        drive.emu.add_image(root, f"IMG_{n}.jpg", width=800, height=600)
+    return root
+
+
 def spool_files(settings: AppSettings) -> list[Path]:
     root = Path(settings.preview_spool_dir)
     return sorted(root.iterdir()) if root.exists() else []
@@ -26,9 +33,7 @@ async def test_a_preview_is_made_from_the_original_its_copy_left_not_from_storag
     app_settings: AppSettings, drive: RunningEmulator
 ) -> None:
     """Before: every preview read its original back from storage, as much work again as storing it."""
-    root = drive.emu.add_folder(None, "Shoot")
-    for n in range(3):
-        drive.emu.add_image(root, f"IMG_{n}.jpg", width=800, height=600)
+    root = shoot(drive, 3)
     async with process_without_lane(app_settings) as deps:
         await import_by_hand(deps, root)
         images = await deps.pool.fetch("SELECT storage_key, size FROM images ORDER BY id")
@@ -48,9 +53,7 @@ async def test_without_room_in_the_spool_previews_read_the_originals_back(
     app_settings: AppSettings, drive: RunningEmulator
 ) -> None:
     settings = app_settings.replace(preview_spool_bytes=1)
-    root = drive.emu.add_folder(None, "Shoot")
-    for n in range(3):
-        drive.emu.add_image(root, f"IMG_{n}.jpg", width=800, height=600)
+    root = shoot(drive, 3)
     async with process_without_lane(settings) as deps:
         await import_by_hand(deps, root)
         assert spool_files(settings) == []
@@ -79,8 +82,7 @@ async def test_a_spool_unusable_as_configured_costs_no_copy_and_no_preview(
     blocked = tmp_path / "not-a-directory"
     blocked.write_text("a file where the spool directory should be")
     settings = app_settings.replace(preview_spool_dir=str(blocked))
-    root = drive.emu.add_folder(None, "Shoot")
-    drive.emu.add_image(root, "IMG_0.jpg", width=800, height=600)
+    root = shoot(drive, 1)
     async with process_without_lane(settings) as deps:
         import_id = await import_by_hand(deps, root)
         assert await deps.pool.fetchval("SELECT imported_count FROM imports WHERE id = $1", import_id) == 1
