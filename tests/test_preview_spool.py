@@ -49,6 +49,24 @@ async def test_a_preview_is_made_from_the_original_its_copy_left_not_from_storag
     assert spool_files(app_settings) == []  # taken, then deleted
 
 
+async def test_a_spooled_original_gone_before_it_is_read_is_read_from_storage(
+    app_settings: AppSettings, drive: RunningEmulator
+) -> None:
+    """Swept, or taken by another lane, between finding it and opening it: not a failed preview."""
+    root = shoot(drive, 2)
+    async with process_without_lane(app_settings) as deps:
+        await import_by_hand(deps, root)
+        assert deps.preview_spool is not None
+        found = deps.preview_spool.take
+        for path in spool_files(app_settings):
+            path.unlink()
+        # The spool answers as it did a moment before the files went.
+        deps.preview_spool.take = lambda key, size: found(key, size) or deps.preview_spool.path(key)  # type: ignore[method-assign,union-attr]
+        assert await make_all_previews(deps) == 2
+        rows = await deps.pool.fetch("SELECT preview_status, preview_attempts FROM images")
+        assert [(r["preview_status"], r["preview_attempts"]) for r in rows] == [("done", 1)] * 2
+
+
 async def test_without_room_in_the_spool_previews_read_the_originals_back(
     app_settings: AppSettings, drive: RunningEmulator
 ) -> None:

@@ -244,7 +244,11 @@ async def make_preview(deps: Deps, pending: PendingPreview) -> PreviewMade | Pre
     extra = {"image_id": image_id, "source_id": pending.source_id}
     spooled = deps.preview_spool.take(pending.storage_key, pending.size_bytes) if deps.preview_spool else None
     try:
-        thumb = await (_thumbnail_of_file(deps, spooled) if spooled else _thumbnail_from_storage(deps, pending))
+        try:
+            thumb = await (_thumbnail_of_file(deps, spooled) if spooled else _thumbnail_from_storage(deps, pending))
+        except FileNotFoundError:
+            # The spooled original was deleted before it was read (swept, or taken by another lane).
+            thumb = await _thumbnail_from_storage(deps, pending)
         if thumb is None:
             return PreviewMade(image_id, "none", UNDECODABLE)
         key = thumbnail_key(settings, pending.source, pending.source_id)
