@@ -51,8 +51,7 @@ class Deps:
 
     def __post_init__(self) -> None:
         self.semaphore = asyncio.Semaphore(self.settings.files_in_flight)
-        in_flight = self.settings.files_in_flight
-        self.claim_room = ClaimRoom.for_files_in_flight(in_flight)
+        self.claim_room = ClaimRoom.for_files_in_flight(self.settings.files_in_flight)
         self.thumbnail_executor = ThreadPoolExecutor(
             self.settings.thumbnail_threads, thread_name_prefix="fotoowl-thumbnail"
         )

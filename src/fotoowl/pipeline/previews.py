@@ -36,7 +36,6 @@ from fotoowl.thumbnails import Thumbnail, make_thumbnail
 
 log = logging.getLogger("fotoowl.pipeline.previews")
 
-PREVIEW_MAX_SOURCE_BYTES = MAX_ORIGINAL_BYTES
 # Originals up to this size are read into memory for their preview (the lane bounds how many bytes it
 # holds at once: preview_lane.MEMORY_BYTES); larger ones into a temporary file as they are read.
 SPOOL_IN_MEMORY_BYTES = 8 * 1024 * 1024
@@ -237,7 +236,7 @@ async def make_preview(deps: Deps, pending: PendingPreview) -> PreviewMade | Pre
     image_id = pending.image_id
     if settings.thumbnail_px <= 0:
         return PreviewMade(image_id, "none", DISABLED)
-    if pending.size_bytes > PREVIEW_MAX_SOURCE_BYTES:
+    if pending.size_bytes > MAX_ORIGINAL_BYTES:
         return PreviewMade(image_id, "none", TOO_LARGE)
     if pending.attempts > settings.max_attempts:
         return PreviewMade(image_id, "none", FAILED)
