@@ -9,6 +9,7 @@ from pathlib import Path
 
 from conftest import RunningEmulator
 from fotoowl.config import AppSettings
+from fotoowl.metrics import preview_originals_read
 from fotoowl.pipeline.preview_spool import PreviewSpool, open_spool
 from fotoowl.testing.drive_emulator.faults import Fault
 from test_previews_stage import import_by_hand, make_all_previews, process_without_lane
@@ -41,7 +42,10 @@ async def test_a_preview_is_made_from_the_original_its_copy_left_not_from_storag
         assert sorted(p.stat().st_size for p in spooled) == sorted(r["size"] for r in images)
         # Storage no longer has the originals: only the spool can make these previews.
         await deps.storage.delete_many([r["storage_key"] for r in images])
+        before = preview_originals_read()
         assert await make_all_previews(deps) == 3
+        after = preview_originals_read()
+        assert (after["spool"] - before["spool"], after["storage"] - before["storage"]) == (3, 0)
         rows = await deps.pool.fetch("SELECT preview_status, thumbnail_key FROM images")
         assert [r["preview_status"] for r in rows] == ["done"] * 3
         for row in rows:
@@ -75,7 +79,10 @@ async def test_without_room_in_the_spool_previews_read_the_originals_back(
     async with process_without_lane(settings) as deps:
         await import_by_hand(deps, root)
         assert spool_files(settings) == []
+        before = preview_originals_read()
         assert await make_all_previews(deps) == 3
+        after = preview_originals_read()
+        assert (after["spool"] - before["spool"], after["storage"] - before["storage"]) == (0, 3)
         statuses = await deps.pool.fetch("SELECT preview_status FROM images")
         assert [r["preview_status"] for r in statuses] == ["done"] * 3
 

@@ -4,7 +4,7 @@ Module-level collectors on the default registry: one set per process, which is w
 Prometheus scrape of that process expects.
 """
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 DRIVE_REQUESTS = Counter(
     "fotoowl_drive_requests_total",
@@ -40,6 +40,12 @@ TRANSFER_SECONDS = Histogram(
     "Time to copy one file from Drive into storage.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
+PREVIEW_ORIGINALS = Counter(
+    "fotoowl_preview_originals_total",
+    "Originals read to make a preview, by where from: this machine's preview spool, or storage (the spool "
+    "had no room, or the copy ran on another machine).",
+    ["read_from"],
+)
 QUEUE_DEPTH = Gauge(
     "fotoowl_queue_depth",
     "Jobs waiting in the arq queue, sampled at scrape time.",
@@ -49,3 +55,11 @@ IMPORTS = Gauge(
     "Imports by status, sampled from PostgreSQL at scrape time.",
     ["status"],
 )
+
+
+def preview_originals_read() -> dict[str, int]:
+    """This process's PREVIEW_ORIGINALS so far, by where from."""
+    return {
+        where: int(REGISTRY.get_sample_value("fotoowl_preview_originals_total", {"read_from": where}) or 0)
+        for where in ("spool", "storage")
+    }

@@ -16,6 +16,7 @@ import sys
 
 from fotoowl.config import AppSettings
 from fotoowl.logs import setup_logging
+from fotoowl.metrics import preview_originals_read
 from fotoowl.worker import open_deps
 
 log = logging.getLogger("fotoowl.preview_worker")
@@ -43,7 +44,12 @@ async def serve(settings: AppSettings) -> None:
         await asyncio.wait({parent, stopped}, return_when=asyncio.FIRST_COMPLETED)
         parent.cancel()
         stopped.cancel()
-    log.info("preview process stopped")
+    # Whether the spool had room for the backlog, in one line a benchmark or an operator can read.
+    read = preview_originals_read()
+    log.info(
+        "preview process stopped",
+        extra={"originals_from_spool": read["spool"], "originals_from_storage": read["storage"]},
+    )
 
 
 def main() -> None:

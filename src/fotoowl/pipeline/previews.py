@@ -26,6 +26,7 @@ import aiohttp
 import asyncpg
 from botocore.exceptions import BotoCoreError, ClientError
 
+from fotoowl.metrics import PREVIEW_ORIGINALS
 from fotoowl.pipeline.deps import Deps
 from fotoowl.pipeline.keys import thumbnail_key
 from fotoowl.pipeline.preview_spool import MAX_ORIGINAL_BYTES
@@ -242,12 +243,15 @@ async def make_preview(deps: Deps, pending: PendingPreview) -> PreviewMade | Pre
         return PreviewMade(image_id, "none", FAILED)
     extra = {"image_id": image_id, "source_id": pending.source_id}
     spooled = deps.preview_spool.take(pending.storage_key, pending.size_bytes) if deps.preview_spool else None
+    read_from = "spool" if spooled else "storage"
     try:
         try:
             thumb = await (_thumbnail_of_file(deps, spooled) if spooled else _thumbnail_from_storage(deps, pending))
         except FileNotFoundError:
             # The spooled original was deleted before it was read (swept, or taken by another lane).
+            read_from = "storage"
             thumb = await _thumbnail_from_storage(deps, pending)
+        PREVIEW_ORIGINALS.labels(read_from).inc()
         if thumb is None:
             return PreviewMade(image_id, "none", UNDECODABLE)
         key = thumbnail_key(settings, pending.source, pending.source_id)
