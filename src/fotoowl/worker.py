@@ -26,6 +26,7 @@ from redis.backoff import ExponentialBackoff
 
 from fotoowl.config import AppSettings
 from fotoowl.db import create_pool as create_db_pool
+from fotoowl.exit_grace import ExitGrace
 from fotoowl.jobs import (
     COURIER,
     DEPS,
@@ -143,6 +144,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     setup_logging(settings)
     stack = contextlib.AsyncExitStack()
     ctx["fotoowl_stack"] = stack
+    grace = ExitGrace(asyncio.get_running_loop(), lambda: shutdown(ctx))
+    grace.arm()
+    ctx["fotoowl_exit_grace"] = grace
     previews: Literal["lane", "process"] = "process" if settings.preview_process else "lane"
     ctx[DEPS] = await stack.enter_async_context(open_deps(settings, previews=previews))
     # The webhook courier's HTTP sessions live as long as the worker (jobs.deliver_webhooks runs it).
@@ -170,7 +174,10 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    stack: contextlib.AsyncExitStack | None = ctx.get("fotoowl_stack")
+    grace: ExitGrace | None = ctx.pop("fotoowl_exit_grace", None)
+    if grace is not None:
+        grace.disarm()
+    stack: contextlib.AsyncExitStack | None = ctx.pop("fotoowl_stack", None)
     if stack is not None:
         await stack.aclose()
 
