@@ -22,6 +22,12 @@ def shoot(drive: RunningEmulator, images: int) -> str:
     return root
 
 
+def originals_read_since(before: dict[str, int]) -> tuple[int, int]:
+    """(from the spool, from storage) since `before` (a preview_originals_read())."""
+    after = preview_originals_read()
+    return after["spool"] - before["spool"], after["storage"] - before["storage"]
+
+
 def spool_files(settings: AppSettings) -> list[Path]:
     root = Path(settings.preview_spool_dir)
     return sorted(root.iterdir()) if root.exists() else []
@@ -44,8 +50,7 @@ async def test_a_preview_is_made_from_the_original_its_copy_left_not_from_storag
         await deps.storage.delete_many([r["storage_key"] for r in images])
         before = preview_originals_read()
         assert await make_all_previews(deps) == 3
-        after = preview_originals_read()
-        assert (after["spool"] - before["spool"], after["storage"] - before["storage"]) == (3, 0)
+        assert originals_read_since(before) == (3, 0)
         rows = await deps.pool.fetch("SELECT preview_status, thumbnail_key FROM images")
         assert [r["preview_status"] for r in rows] == ["done"] * 3
         for row in rows:
@@ -66,7 +71,9 @@ async def test_a_spooled_original_gone_before_it_is_read_is_read_from_storage(
             path.unlink()
         # The spool answers as it did a moment before the files went.
         deps.preview_spool.take = lambda key, size: found(key, size) or deps.preview_spool.path(key)  # type: ignore[method-assign,union-attr]
+        before = preview_originals_read()
         assert await make_all_previews(deps) == 2
+        assert originals_read_since(before) == (0, 2)  # counted where they were read from in the end
         rows = await deps.pool.fetch("SELECT preview_status, preview_attempts FROM images")
         assert [(r["preview_status"], r["preview_attempts"]) for r in rows] == [("done", 1)] * 2
 
@@ -81,8 +88,7 @@ async def test_without_room_in_the_spool_previews_read_the_originals_back(
         assert spool_files(settings) == []
         before = preview_originals_read()
         assert await make_all_previews(deps) == 3
-        after = preview_originals_read()
-        assert (after["spool"] - before["spool"], after["storage"] - before["storage"]) == (0, 3)
+        assert originals_read_since(before) == (0, 3)
         statuses = await deps.pool.fetch("SELECT preview_status FROM images")
         assert [r["preview_status"] for r in statuses] == ["done"] * 3
 

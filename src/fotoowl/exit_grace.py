@@ -15,13 +15,15 @@ import atexit
 import logging
 from collections.abc import Awaitable, Callable
 
+from arq.worker import Worker
+
 log = logging.getLogger("fotoowl.worker")
 
 JOBS_GRACE_S = 20.0
 SHUTDOWN_GRACE_S = 20.0
 
-# arq runs each job in a task of this coroutine (arq.worker.Worker.run_job).
-_JOB_COROUTINE = "run_job"
+# arq runs each job in a task of this coroutine; named from arq itself, so a rename fails at import.
+_JOB_COROUTINE = Worker.run_job.__name__
 
 
 class ExitGrace:
